@@ -1,0 +1,1 @@
+"""pysfu: a LiveKit-compatible SFU for Python."""
