@@ -1,0 +1,407 @@
+"""Server configuration in livekit-server's conventions.
+
+The same YAML file, flags and environment variables a livekit-server deployment uses
+configure pysfu, so an existing ``livekit.yaml`` keeps working:
+
+.. code-block:: yaml
+
+    port: 7880
+    bind_addresses: ["0.0.0.0"]
+    rtc: {udp_port: 7882, node_ip: 203.0.113.7}
+    keys: {APIkey: a-secret-of-at-least-32-characters}
+    room: {empty_timeout: 300, departure_timeout: 20}
+    webhook: {api_key: APIkey, urls: ["https://example.com/hook"]}
+    logging: {level: info}
+
+Sources, weakest first: built-in defaults, the YAML (``--config`` file, else
+``--config-body``, else ``$LIVEKIT_CONFIG``), then flags. ``--keys`` (or
+``$LIVEKIT_KEYS``) replaces the file's keys; both use YAML ``"key: secret"`` lines.
+``--dev`` supplies the well-known ``devkey: secret`` pair when no keys are given and
+binds to loopback unless told otherwise.
+
+Keys livekit-server knows but pysfu does not implement (``redis``, ``turn``,
+``rtc.tcp_port``...) are reported as warnings and ignored, so a production file loads; a
+value of the wrong shape is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import yaml  # type: ignore[import-untyped,unused-ignore]
+
+from pysfu.errors import PysfuError
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+DEFAULT_PORT = 7880
+"""HTTP/WebSocket signalling port, livekit-server's default."""
+DEFAULT_UDP_PORT = 7882
+"""Single UDP port for all WebRTC media, livekit-server's default in dev mode."""
+DEFAULT_EMPTY_TIMEOUT_S = 300.0
+"""A room nobody ever joined closes after this long."""
+DEFAULT_DEPARTURE_TIMEOUT_S = 20.0
+"""A room closes this long after its last participant leaves."""
+DEV_KEYS: Mapping[str, str] = {"devkey": "secret"}
+"""The key pair every LiveKit example uses with ``--dev``."""
+MIN_SECRET_LEN = 32
+"""Shorter HMAC secrets are guessable; livekit-server logs an error for them."""
+LOG_LEVELS = frozenset({"debug", "info", "warn", "warning", "error"})
+
+NO_KEYS_MESSAGE = (
+    "no API keys configured: pass --keys, set LIVEKIT_KEYS, use a config file, or --dev"
+)
+
+# What pysfu reads from the YAML; anything else is warned about and ignored.
+_SUPPORTED: Mapping[str, frozenset[str] | None] = {
+    "port": None,
+    "bind_addresses": None,
+    "keys": None,
+    "key_file": None,
+    "log_level": None,
+    "development": None,
+    "rtc": frozenset({"udp_port", "node_ip"}),
+    "room": frozenset({"empty_timeout", "departure_timeout"}),
+    "webhook": frozenset({"api_key", "urls"}),
+    "logging": frozenset({"level"}),
+}
+
+
+class ConfigError(PysfuError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+@attrs.frozen
+class Config:
+    """A complete, validated server configuration."""
+
+    keys: Mapping[str, str]
+    """API key -> secret; never empty."""
+    dev: bool = False
+    """Development mode: placeholder keys allowed, loopback binding by default."""
+    bind_addresses: tuple[str, ...] = ("0.0.0.0",)
+    """IP addresses the HTTP and UDP listeners bind to."""
+    port: int = DEFAULT_PORT
+    """HTTP/WebSocket port (0 = any free port)."""
+    udp_port: int = DEFAULT_UDP_PORT
+    """The one UDP port WebRTC media is muxed on (0 = any free port)."""
+    empty_timeout_s: float = DEFAULT_EMPTY_TIMEOUT_S
+    """Seconds a room that nobody has joined stays open."""
+    departure_timeout_s: float = DEFAULT_DEPARTURE_TIMEOUT_S
+    """Seconds a room stays open after its last participant left."""
+    webhook_api_key: str | None = None
+    """Key whose secret signs webhooks; present in :attr:`keys` when URLs are set."""
+    webhook_urls: tuple[str, ...] = ()
+    """Endpoints every webhook event is POSTed to."""
+    log_level: str = "info"
+    """``debug``, ``info``, ``warn`` or ``error``."""
+    node_ip: str | None = None
+    """IP advertised in ICE candidates; :func:`load_config` always fills it in."""
+
+    @property
+    def webhook_secret(self) -> str | None:
+        """The secret webhooks are signed with, or None when webhooks are off."""
+        if not self.webhook_urls or self.webhook_api_key is None:
+            return None
+        return self.keys.get(self.webhook_api_key)
+
+
+def load_config(
+    *,
+    config_file: str | None = None,
+    config_body: str | None = None,
+    dev: bool = False,
+    bind: list[str] | None = None,
+    port: int | None = None,
+    udp_port: int | None = None,
+    keys_flag: str | None = None,
+    node_ip: str | None = None,
+    env: Mapping[str, str],
+) -> tuple[Config, list[str]]:
+    """Merge defaults, YAML, environment and flags into a :class:`Config`.
+
+    Flag arguments are None (or False) when the flag was not given. ``env`` is the
+    process environment (passed in so tests control it); ``LIVEKIT_CONFIG`` and
+    ``LIVEKIT_KEYS`` are read from it. Returns the config and human-readable warnings
+    (ignored keys, weak secrets, a loopback-only advertised address) for the caller to
+    log. Raises :class:`ConfigError` for unreadable or malformed input, for a missing
+    key set outside dev mode, and for webhooks whose signing key is not configured.
+    """
+    warnings: list[str] = []
+    raw = _read_yaml(config_file, config_body, env)
+    _warn_unsupported(raw, warnings)
+
+    rtc = _section(raw, "rtc")
+    room = _section(raw, "room")
+    webhook = _section(raw, "webhook")
+    logging_ = _section(raw, "logging")
+
+    file_dev = _bool(raw.get("development"), "development")
+    dev = dev or file_dev
+
+    keys: dict[str, str] = {}
+    if raw.get("keys") is not None:
+        keys.update(_keys_mapping(raw["keys"], "keys"))
+    if raw.get("key_file") is not None:
+        keys.update(_read_key_file(_str(raw["key_file"], "key_file")))
+    flag_keys = keys_flag if keys_flag is not None else env.get("LIVEKIT_KEYS") or None
+    if flag_keys is not None:
+        keys = _parse_keys_flag(flag_keys)
+    if not keys:
+        if not dev:
+            raise ConfigError(NO_KEYS_MESSAGE)
+        keys = dict(DEV_KEYS)
+    if not dev:
+        for key, secret in sorted(keys.items()):
+            if len(secret) < MIN_SECRET_LEN:
+                warnings.append(
+                    f"secret for API key {key!r} is shorter than {MIN_SECRET_LEN} "
+                    "characters; use a longer random secret"
+                )
+
+    if bind:
+        bind_addresses = tuple(_ip(a, "--bind") for a in bind)
+    elif raw.get("bind_addresses"):
+        bind_addresses = _bind_addresses(raw["bind_addresses"])
+    else:
+        # Dev keys are public knowledge: never expose them beyond this machine unless
+        # asked to.
+        bind_addresses = ("127.0.0.1",) if dev else ("0.0.0.0",)
+
+    final_port = _port(port if port is not None else raw.get("port", DEFAULT_PORT), "port")
+    final_udp = _udp_port(
+        udp_port if udp_port is not None else rtc.get("udp_port", DEFAULT_UDP_PORT)
+    )
+
+    if node_ip is not None:
+        advertised = _ip(node_ip, "--node-ip")
+    elif rtc.get("node_ip") is not None:
+        advertised = _ip(_str(rtc["node_ip"], "rtc.node_ip"), "rtc.node_ip")
+    else:
+        advertised = _default_node_ip(bind_addresses)
+        if not dev and ipaddress.ip_address(advertised).is_loopback:
+            warnings.append(
+                f"rtc.node_ip not set: advertising {advertised}, reachable only from "
+                "this machine; set rtc.node_ip to the address clients can reach"
+            )
+
+    empty_timeout = _seconds(
+        room.get("empty_timeout", DEFAULT_EMPTY_TIMEOUT_S), "room.empty_timeout"
+    )
+    departure_timeout = _seconds(
+        room.get("departure_timeout", DEFAULT_DEPARTURE_TIMEOUT_S), "room.departure_timeout"
+    )
+
+    webhook_urls = _urls(webhook.get("urls"), "webhook.urls")
+    webhook_api_key = None
+    if webhook.get("api_key") is not None:
+        webhook_api_key = _str(webhook["api_key"], "webhook.api_key")
+    if webhook_urls:
+        if not webhook_api_key:
+            raise ConfigError("webhook.api_key is required when webhook.urls is set")
+        if webhook_api_key not in keys:
+            raise ConfigError(
+                f"webhook.api_key {webhook_api_key!r} is not one of the configured API keys"
+            )
+
+    level_raw = logging_.get("level", raw.get("log_level"))
+    if level_raw is None:
+        log_level = "debug" if dev else "info"
+    else:
+        key = "logging.level" if "level" in logging_ else "log_level"
+        log_level = _str(level_raw, key).lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"{key}: unknown level {level_raw!r} (expected debug, info, warn or error)"
+            )
+
+    config = Config(
+        keys=keys,
+        dev=dev,
+        bind_addresses=bind_addresses,
+        port=final_port,
+        udp_port=final_udp,
+        empty_timeout_s=empty_timeout,
+        departure_timeout_s=departure_timeout,
+        webhook_api_key=webhook_api_key,
+        webhook_urls=webhook_urls,
+        log_level=log_level,
+        node_ip=advertised,
+    )
+    return config, warnings
+
+
+def _read_yaml(
+    config_file: str | None, config_body: str | None, env: Mapping[str, str]
+) -> dict[str, Any]:
+    if config_file is not None:
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                body = f.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+    elif config_body is not None:
+        body = config_body
+    else:
+        body = env.get("LIVEKIT_CONFIG", "")
+    if not body.strip():
+        return {}
+    try:
+        loaded = yaml.safe_load(body)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"could not parse config: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("could not parse config: the top level must be a mapping")
+    return loaded
+
+
+def _warn_unsupported(raw: Mapping[str, Any], warnings: list[str]) -> None:
+    for key, value in raw.items():
+        if key not in _SUPPORTED:
+            warnings.append(f"unsupported config key {key} ignored")
+            continue
+        children = _SUPPORTED[key]
+        if children is not None and isinstance(value, dict):
+            for child in value:
+                if child not in children:
+                    warnings.append(f"unsupported config key {key}.{child} ignored")
+
+
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _str(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _bool(value: object, key: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _port(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a port number 0-65535, got {value!r}")
+    return value
+
+
+def _udp_port(value: object) -> int:
+    key = "rtc.udp_port"
+    # livekit-server also takes the port as a string, and a "start-end" range there.
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+\s*-\s*\d+", text):
+            raise ConfigError(f"{key}: port ranges are not supported, give one port")
+        if not text.isdigit():
+            raise ConfigError(f"{key}: expected a port number 0-65535, got {value!r}")
+        value = int(text)
+    return _port(value, key)
+
+
+def _seconds(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key}: expected a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _ip(value: str, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an IP address") from None
+
+
+def _bind_addresses(value: object) -> tuple[str, ...]:
+    key = "bind_addresses"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of IP addresses, got {value!r}")
+    return tuple(_ip(_str(v, key), key) for v in value)
+
+
+def _default_node_ip(bind_addresses: tuple[str, ...]) -> str:
+    first = ipaddress.ip_address(bind_addresses[0])
+    return "127.0.0.1" if first.is_unspecified else str(first)
+
+
+def _urls(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of URLs, got {value!r}")
+    urls = []
+    for url in value:
+        url = _str(url, key)
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ConfigError(f"{key}: {url!r} is not an http(s) URL")
+        urls.append(url)
+    return tuple(urls)
+
+
+def _keys_mapping(value: object, key: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of API key to secret, got {value!r}")
+    keys: dict[str, str] = {}
+    for api_key, secret in value.items():
+        if not isinstance(api_key, str) or not api_key:
+            raise ConfigError(f"{key}: API key {api_key!r} must be a non-empty string")
+        if not isinstance(secret, str) or not secret:
+            # YAML reads unquoted digits as numbers; say how to fix it rather than
+            # dropping the key as livekit-server does.
+            raise ConfigError(
+                f"{key}: secret for API key {api_key!r} must be a non-empty string "
+                "(quote it if it looks like a number)"
+            )
+        keys[api_key] = secret
+    return keys
+
+
+def _parse_keys_flag(text: str) -> dict[str, str]:
+    message = 'could not parse keys: each line must be exactly "key: secret", including the space'
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(message) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(message)
+    return _keys_mapping(loaded, "keys")
+
+
+def _read_key_file(path: str) -> dict[str, str]:
+    path = os.path.expanduser(os.path.expandvars(path))
+    try:
+        mode = os.stat(path).st_mode
+        # Same rule as livekit-server: secrets must not be world-accessible.
+        if mode & (stat.S_IRWXO):
+            raise ConfigError(f"key_file {path}: others' permissions must be 0 (chmod o-rwx)")
+        with open(path, encoding="utf-8") as f:
+            body = f.read()
+    except OSError as exc:
+        raise ConfigError(f"key_file: cannot read {path}: {exc}") from None
+    try:
+        loaded = yaml.safe_load(body)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"key_file {path}: could not parse: {exc}") from None
+    return _keys_mapping(loaded if loaded is not None else {}, "key_file")
