@@ -1,0 +1,292 @@
+"""The one HTTP port: an ASGI app routing signaling, validation, Twirp and health.
+
+Routes (as the reference server; clients depend on exact paths):
+
+- ``GET /``                       health, 200 "OK"
+- ``WS  /rtc``                    signaling v0 (two PeerConnections)
+- ``WS  /rtc/v1``                 single-PC signaling: 404 until implemented, so
+                                  clients fall back to ``/rtc``
+- ``GET /rtc/validate``           why a failed WebSocket failed (browsers cannot see
+                                  the upgrade's status)
+- ``GET /rtc/v1/validate``        404 while v1 is not implemented
+- ``POST /twirp/livekit.RoomService/<Method>``   server API
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+from livekit.protocol import models, rtc
+
+from .auth import AuthError, Claims, bearer_from_header, verify_token
+from .manager import RoomManager
+from .session import MAX_FRAME_BYTES, JoinParams, SignalSession
+from .twirp import TwirpService
+
+log = logging.getLogger(__name__)
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_HTTP_BODY_BYTES = 4 << 20
+"""Largest Twirp request body read; SendData payloads are far smaller."""
+
+_CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-headers", b"authorization, content-type"),
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+]
+
+
+class SignalRejected(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.lower() not in ("0", "false", "no")
+
+
+class App:
+    """ASGI application serving every HTTP and WebSocket route of pysfu."""
+
+    def __init__(
+        self,
+        manager: RoomManager,
+        keys: Mapping[str, str],
+        *,
+        extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]]
+        | None = None,
+    ) -> None:
+        self.manager = manager
+        self.keys = keys
+        self.twirp = TwirpService(manager, keys)
+        self.extra_routes = dict(extra_routes or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- authentication shared by /rtc and /rtc/validate ------------------------------------
+
+    def _authorize_join(self, scope: Scope) -> tuple[Claims, dict[str, str]]:
+        query = _query(scope)
+        token = query.get("access_token") or bearer_from_header(
+            _headers(scope).get("authorization")
+        )
+        if not token:
+            raise SignalRejected(401, "no access token: pass access_token or Authorization")
+        try:
+            claims = verify_token(token, self.keys)
+        except AuthError as exc:
+            raise SignalRejected(401, str(exc)) from None
+        if not claims.video.room_join:
+            raise SignalRejected(401, "token has no roomJoin grant")
+        if not claims.video.room:
+            raise SignalRejected(401, "token names no room")
+        if not claims.identity:
+            raise SignalRejected(401, "token has no identity (sub)")
+        room = self.manager.room(claims.video.room)
+        if (
+            room is not None
+            and room.max_participants
+            and len(room.participants) >= room.max_participants
+            and room.participant_by_identity(claims.identity) is None
+        ):
+            raise SignalRejected(403, "room is full")
+        return claims, query
+
+    # ---- WebSocket ------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        msg = await receive()
+        if msg["type"] != "websocket.connect":
+            return
+        path = scope["path"].rstrip("/") or "/"
+        if path != "/rtc":
+            # /rtc/v1 (single PC) lands here on purpose: 404 makes SDKs fall back.
+            await self._deny(scope, send, 404, "not found")
+            return
+        try:
+            claims, query = self._authorize_join(scope)
+        except SignalRejected as exc:
+            await self._deny(scope, send, exc.status, exc.message)
+            return
+        params = JoinParams(
+            auto_subscribe=_flag(query.get("auto_subscribe"), True),
+            reconnect=_flag(query.get("reconnect"), False),
+            participant_sid=query.get("sid", ""),
+            protocol=int(query["protocol"]) if query.get("protocol", "").isdigit() else 0,
+        )
+        await send({"type": "websocket.accept"})
+        transport = AsgiTransport(receive, send)
+        if params.reconnect:
+            # Resuming a session is not supported: make the client rejoin in full.
+            leave = rtc.SignalResponse(
+                leave=rtc.LeaveRequest(
+                    can_reconnect=False,
+                    reason=models.DisconnectReason.STATE_MISMATCH,
+                    action=rtc.LeaveRequest.Action.RECONNECT,
+                )
+            )
+            await transport.send(leave.SerializeToString())
+            await transport.close()
+            return
+        room = self.manager.create_room(claims.video.room)
+        await SignalSession(self.manager, room, claims, params, transport).run()
+
+    async def _deny(self, scope: Scope, send: Send, status: int, message: str) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *_CORS],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": message.encode()})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    # ---- plain HTTP -------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        if method == "OPTIONS":
+            await respond(send, 204, b"")
+            return
+        if path in self.extra_routes:
+            await self.extra_routes[path](scope, receive, send)
+            return
+        if path == "/" and method in ("GET", "HEAD"):
+            await respond(send, 200, b"OK")
+        elif path.rstrip("/") == "/rtc/validate" and method == "GET":
+            try:
+                self._authorize_join(scope)
+            except SignalRejected as exc:
+                await respond(send, exc.status, exc.message.encode())
+                return
+            await respond(send, 200, b"success")
+        elif path.rstrip("/") == "/rtc/v1/validate":
+            await respond(send, 404, b"single peer connection signaling (v1) is not supported")
+        elif path.startswith("/twirp/") and method == "POST":
+            body = await read_body(receive, MAX_HTTP_BODY_BYTES)
+            if body is None:
+                await respond(
+                    send, 413, b'{"code":"invalid_argument","msg":"body too large"}',
+                    content_type=b"application/json",
+                )
+                return
+            status, content_type, payload = await self.twirp.handle(
+                path, _headers(scope), body
+            )
+            await respond(send, status, payload, content_type=content_type.encode())
+        else:
+            await respond(send, 404, b"not found")
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            break
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8"
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), *_CORS],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AsgiTransport:
+    """SignalTransport over an accepted ASGI WebSocket."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def receive(self) -> bytes | str | None:
+        while not self._closed:
+            msg = await self._receive()
+            if msg["type"] == "websocket.receive":
+                data = msg.get("bytes")
+                if data is not None:
+                    return bytes(data)
+                text: str = msg.get("text") or ""
+                return text
+            if msg["type"] == "websocket.disconnect":
+                self._closed = True
+        return None
+
+    async def send(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("websocket closed")
+        try:
+            await self._send({"type": "websocket.send", "bytes": data})
+        except Exception as exc:  # hypercorn raises its own types on a dead socket
+            self._closed = True
+            raise trio.ClosedResourceError("websocket closed") from exc
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:
+            log.debug("closing an already closed websocket", exc_info=True)
+
+
+__all__ = ["MAX_FRAME_BYTES", "App", "AsgiTransport"]

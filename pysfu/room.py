@@ -1,0 +1,703 @@
+"""A room's state and every transition of it, with no I/O.
+
+Each public method applies one request or fact to the room and returns an
+:class:`Effects` value listing what must happen outside: signal messages to send,
+sessions to end, subscriptions to bind/unbind in the media plane, data packets to
+deliver and webhook events to emit. The Trio layer (``pysfu.manager``) performs them.
+Keeping the room pure lets hypothesis drive thousands of joins, leaves, collisions,
+publishes and subscriptions without sockets.
+
+Invariants (checked by ``check_invariants`` in the property tests):
+
+- at most one participant per identity;
+- a subscription exists only for a publication that exists;
+- a bound subscription belongs to a live publication and a subscriber allowed to subscribe;
+- participant ``version`` values only grow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+from livekit.protocol import models, rtc, webhook
+
+from . import ids
+from .errors import LocalProtocolError
+from .lifecycle import ParticipantEvent, ParticipantState, next_state
+from .subscription import Subscription, SubscriptionAction
+
+DisconnectReason = models.DisconnectReason
+
+# Attribute values set to "" delete the attribute, as in LiveKit.
+_ATTRIBUTE_DELETE = ""
+
+_SOURCE_NAMES = {
+    models.TrackSource.CAMERA: "camera",
+    models.TrackSource.MICROPHONE: "microphone",
+    models.TrackSource.SCREEN_SHARE: "screen_share",
+    models.TrackSource.SCREEN_SHARE_AUDIO: "screen_share_audio",
+}
+
+
+@attrs.frozen
+class Binding:
+    """A subscription the media plane must start (``bind``) or stop forwarding."""
+
+    subscriber_sid: str
+    publisher_sid: str
+    track_sid: str
+    bind: bool
+
+
+@attrs.frozen
+class DataDelivery:
+    """A DataPacket (already rewritten for the receiver side) for one participant."""
+
+    participant_sid: str
+    packet: models.DataPacket
+    reliable: bool
+
+
+@attrs.define
+class Effects:
+    """What a transition asks the outside world to do, in order."""
+
+    messages: list[tuple[str, rtc.SignalResponse]] = attrs.field(factory=list)
+    """Signal messages per participant sid, in the order they must be sent."""
+    closes: list[tuple[str, int]] = attrs.field(factory=list)
+    """Sessions to end after their queued messages, with a DisconnectReason."""
+    bindings: list[Binding] = attrs.field(factory=list)
+    data: list[DataDelivery] = attrs.field(factory=list)
+    events: list[webhook.WebhookEvent] = attrs.field(factory=list)
+    room_closed: bool = False
+
+    def send(self, sid: str, msg: rtc.SignalResponse) -> None:
+        self.messages.append((sid, msg))
+
+    def extend(self, other: Effects) -> None:
+        self.messages.extend(other.messages)
+        self.closes.extend(other.closes)
+        self.bindings.extend(other.bindings)
+        self.data.extend(other.data)
+        self.events.extend(other.events)
+        self.room_closed = self.room_closed or other.room_closed
+
+
+@attrs.define(eq=False)
+class Publication:
+    """A published track. ``live`` becomes true when its media reaches the server;
+    only then is it announced to others and subscribable."""
+
+    info: models.TrackInfo
+    cid: str
+    publisher_sid: str
+    live: bool = False
+
+    @property
+    def sid(self) -> str:
+        return self.info.sid
+
+
+@attrs.define(eq=False)
+class Participant:
+    sid: str
+    identity: str
+    name: str
+    metadata: str
+    attributes: dict[str, str]
+    kind: int
+    permission: models.ParticipantPermission
+    joined_at: float
+    auto_subscribe: bool = True
+    state: ParticipantState = ParticipantState.JOINING
+    version: int = 0
+    client_protocol: int = 0
+    disconnect_reason: int = DisconnectReason.UNKNOWN_REASON
+    publications: dict[str, Publication] = attrs.field(factory=dict)
+    """By track sid, in publish order."""
+
+    @property
+    def hidden(self) -> bool:
+        return self.permission.hidden
+
+    def publication_by_cid(self, cid: str) -> Publication | None:
+        for pub in self.publications.values():
+            if pub.cid == cid:
+                return pub
+        return None
+
+    def info(self, *, only_live: bool = True) -> models.ParticipantInfo:
+        """The ParticipantInfo others see; pending tracks are visible only to the owner."""
+        tracks = [p.info for p in self.publications.values() if p.live or not only_live]
+        return models.ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            name=self.name,
+            metadata=self.metadata,
+            attributes=self.attributes,
+            state=int(self.state),
+            tracks=tracks,
+            joined_at=int(self.joined_at),
+            joined_at_ms=int(self.joined_at * 1000),
+            version=self.version,
+            permission=self.permission,
+            is_publisher=any(p.live for p in self.publications.values()),
+            kind=self.kind,
+            disconnect_reason=self.disconnect_reason,
+        )
+
+
+@attrs.frozen
+class ServerIdentity:
+    """What the server says about itself in every JoinResponse."""
+
+    version: str = "1.9.0"
+    node_id: str = "ND_local"
+    protocol: int = 16
+    ping_interval_s: int = 5
+    ping_timeout_s: int = 15
+
+
+def _source_allowed(permission: models.ParticipantPermission, source: int) -> bool:
+    allowed = list(permission.can_publish_sources)
+    return not allowed or source in allowed
+
+
+@attrs.define(eq=False)
+class Room:
+    name: str
+    created_at: float
+    """Monotonic time of creation (the clock the Trio layer uses for deadlines)."""
+    empty_timeout_s: float = 300.0
+    departure_timeout_s: float = 20.0
+    max_participants: int = 0
+    metadata: str = ""
+    sid: str = attrs.field(factory=ids.room_sid)
+    server: ServerIdentity = attrs.field(factory=ServerIdentity)
+    wall_clock: Callable[[], float] = time.time
+    creation_wall: float = attrs.field(default=0.0)
+    participants: dict[str, Participant] = attrs.field(factory=dict)
+    by_identity: dict[str, str] = attrs.field(factory=dict)
+    subscriptions: dict[tuple[str, str], Subscription] = attrs.field(factory=dict)
+    """Keyed by (subscriber sid, track sid)."""
+    last_departure: float | None = None
+    closed: bool = False
+    _version: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.creation_wall:
+            self.creation_wall = self.wall_clock()
+
+    # ---- views ------------------------------------------------------------------
+
+    def info(self) -> models.Room:
+        visible = [p for p in self.participants.values() if not p.hidden]
+        return models.Room(
+            sid=self.sid,
+            name=self.name,
+            empty_timeout=int(self.empty_timeout_s),
+            departure_timeout=int(self.departure_timeout_s),
+            max_participants=self.max_participants,
+            creation_time=int(self.creation_wall),
+            creation_time_ms=int(self.creation_wall * 1000),
+            metadata=self.metadata,
+            num_participants=len(visible),
+            num_publishers=sum(
+                1 for p in visible if any(x.live for x in p.publications.values())
+            ),
+        )
+
+    def participant_by_identity(self, identity: str) -> Participant | None:
+        sid = self.by_identity.get(identity)
+        return self.participants[sid] if sid is not None else None
+
+    def find_publication(self, track_sid: str) -> Publication | None:
+        for p in self.participants.values():
+            pub = p.publications.get(track_sid)
+            if pub is not None:
+                return pub
+        return None
+
+    def close_deadline(self) -> float | None:
+        """When the room closes if nothing changes: ``empty_timeout`` after creation
+        while nobody has joined, ``departure_timeout`` after the last one left."""
+        if self.closed or self.participants:
+            return None
+        if self.last_departure is None:
+            return self.created_at + self.empty_timeout_s
+        return self.last_departure + self.departure_timeout_s
+
+    def check_invariants(self) -> None:
+        assert len(self.by_identity) == len(self.participants)
+        for identity, sid in self.by_identity.items():
+            assert self.participants[sid].identity == identity
+        for (sub_sid, track_sid), sub in self.subscriptions.items():
+            assert sub_sid in self.participants
+            pub = self.find_publication(track_sid)
+            assert pub is not None, "subscription to a track that is not published"
+            if sub.bound:
+                assert pub.live and sub.allowed and sub.desired
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def _bump(self, p: Participant) -> None:
+        # One counter for the room: versions grow for every participant, always.
+        self._version += 1
+        p.version = self._version
+
+    def _broadcast_participant(
+        self, fx: Effects, p: Participant, *, include_self: bool = True
+    ) -> None:
+        if p.hidden:
+            if include_self and p.sid in self.participants:
+                fx.send(p.sid, _update([p.info(only_live=False)]))
+            return
+        for other in self.participants.values():
+            if other.sid == p.sid:
+                if include_self:
+                    fx.send(p.sid, _update([p.info(only_live=False)]))
+                continue
+            fx.send(other.sid, _update([p.info()]))
+
+    def _event(self, name: str, **kw: object) -> webhook.WebhookEvent:
+        ev = webhook.WebhookEvent(event=name, room=self.info())
+        for key, value in kw.items():
+            getattr(ev, key).CopyFrom(value)
+        return ev
+
+    def _reconcile(self, fx: Effects, sub: Subscription) -> None:
+        action = sub.reconcile()
+        if action is None:
+            return
+        pub = self.find_publication(sub.track_sid)
+        publisher_sid = pub.publisher_sid if pub is not None else ""
+        fx.bindings.append(
+            Binding(
+                subscriber_sid=sub.subscriber_sid,
+                publisher_sid=publisher_sid,
+                track_sid=sub.track_sid,
+                bind=action is SubscriptionAction.BIND,
+            )
+        )
+
+    def _subscription(self, subscriber: Participant, pub: Publication) -> Subscription:
+        key = (subscriber.sid, pub.sid)
+        sub = self.subscriptions.get(key)
+        if sub is None:
+            sub = Subscription(
+                subscriber_sid=subscriber.sid,
+                track_sid=pub.sid,
+                desired=subscriber.auto_subscribe,
+                allowed=subscriber.permission.can_subscribe,
+                available=pub.live,
+            )
+            self.subscriptions[key] = sub
+        return sub
+
+    def _drop_publication(self, fx: Effects, pub: Publication) -> None:
+        for key in [k for k in self.subscriptions if k[1] == pub.sid]:
+            sub = self.subscriptions.pop(key)
+            sub.available = False
+            self._reconcile(fx, sub)
+
+    # ---- transitions --------------------------------------------------------------
+
+    def join(
+        self,
+        *,
+        identity: str,
+        now: float,
+        name: str = "",
+        metadata: str = "",
+        attributes: Mapping[str, str] | None = None,
+        kind: int = models.ParticipantInfo.Kind.STANDARD,
+        permission: models.ParticipantPermission | None = None,
+        auto_subscribe: bool = True,
+        client_protocol: int = 0,
+    ) -> tuple[Participant, Effects]:
+        """Add a participant. The first message queued for it is its JoinResponse.
+        An existing participant with the same identity is removed first
+        (DUPLICATE_IDENTITY)."""
+        if self.closed:
+            raise LocalProtocolError(f"room {self.name!r} is closed")
+        fx = Effects()
+        old = self.participant_by_identity(identity)
+        if old is not None:
+            fx.extend(self.remove(old.sid, DisconnectReason.DUPLICATE_IDENTITY, now=now))
+        if permission is None:
+            permission = models.ParticipantPermission(
+                can_publish=True, can_subscribe=True, can_publish_data=True
+            )
+        p = Participant(
+            sid=ids.participant_sid(),
+            identity=identity,
+            name=name,
+            metadata=metadata,
+            attributes=dict(attributes or {}),
+            kind=kind,
+            permission=permission,
+            joined_at=self.wall_clock(),
+            auto_subscribe=auto_subscribe,
+            client_protocol=client_protocol,
+        )
+        self._bump(p)
+        others = [o for o in self.participants.values() if not o.hidden]
+        self.participants[p.sid] = p
+        self.by_identity[identity] = p.sid
+        fx.send(p.sid, rtc.SignalResponse(join=self._join_response(p, others)))
+        self._broadcast_participant(fx, p, include_self=False)
+        for other in others:
+            for pub in other.publications.values():
+                if pub.live:
+                    self._reconcile(fx, self._subscription(p, pub))
+        return p, fx
+
+    def _join_response(self, p: Participant, others: Iterable[Participant]) -> rtc.JoinResponse:
+        s = self.server
+        return rtc.JoinResponse(
+            room=self.info(),
+            participant=p.info(only_live=False),
+            other_participants=[o.info() for o in others],
+            server_version=s.version,
+            server_info=models.ServerInfo(
+                edition=models.ServerInfo.Edition.Standard,
+                version=s.version,
+                protocol=s.protocol,
+                node_id=s.node_id,
+            ),
+            subscriber_primary=True,
+            fast_publish=False,
+            ping_interval=s.ping_interval_s,
+            ping_timeout=s.ping_timeout_s,
+        )
+
+    def remove(self, sid: str, reason: int, *, now: float) -> Effects:
+        """Remove a participant: it is told why (LeaveRequest) unless it left on its own,
+        others see it DISCONNECTED, its tracks are unpublished."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        was_active = p.state is ParticipantState.ACTIVE
+        for pub in list(p.publications.values()):
+            self._unpublish(fx, p, pub, notify_owner=False)
+        for key in [k for k in self.subscriptions if k[0] == sid]:
+            sub = self.subscriptions.pop(key)
+            sub.desired = False
+            self._reconcile(fx, sub)
+        p.state = next_state(p.state, ParticipantEvent.LEFT)
+        p.disconnect_reason = reason
+        self._bump(p)
+        del self.participants[sid]
+        del self.by_identity[p.identity]
+        if reason != DisconnectReason.CLIENT_INITIATED:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    leave=rtc.LeaveRequest(
+                        reason=reason,
+                        action=rtc.LeaveRequest.Action.DISCONNECT,
+                        can_reconnect=False,
+                    )
+                ),
+            )
+        fx.closes.append((sid, reason))
+        if not p.hidden:
+            for other in self.participants.values():
+                fx.send(other.sid, _update([p.info()]))
+        name = "participant_left" if was_active else "participant_connection_aborted"
+        fx.events.append(self._event(name, participant=p.info()))
+        if not self.participants:
+            self.last_departure = now
+        return fx
+
+    def transition(self, sid: str, event: ParticipantEvent) -> Effects:
+        """Record a lifecycle fact (negotiated, transport connected)."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        new = next_state(p.state, event)
+        if new is p.state:
+            return fx
+        p.state = new
+        self._bump(p)
+        self._broadcast_participant(fx, p)
+        if new is ParticipantState.ACTIVE:
+            fx.events.append(self._event("participant_joined", participant=p.info()))
+        return fx
+
+    def add_track(self, sid: str, req: rtc.AddTrackRequest) -> Effects:
+        """Accept a publication request: the publisher gets TrackPublishedResponse at
+        once; others learn of the track when its media arrives (``track_live``)."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        if not p.permission.can_publish or not _source_allowed(p.permission, req.source):
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
+                        message="not allowed to publish this source",
+                        add_track=req,
+                    )
+                ),
+            )
+            return fx
+        pub = p.publication_by_cid(req.cid)
+        if pub is None:
+            info = models.TrackInfo(
+                sid=ids.track_sid(),
+                type=req.type,
+                name=req.name,
+                muted=req.muted,
+                width=req.width,
+                height=req.height,
+                simulcast=len(req.layers) > 1,
+                disable_dtx=req.disable_dtx,
+                source=req.source,
+                layers=req.layers,
+                stereo=req.stereo,
+                disable_red=req.disable_red,
+                encryption=req.encryption,
+                stream=req.stream,
+            )
+            pub = Publication(info=info, cid=req.cid, publisher_sid=sid)
+            p.publications[info.sid] = pub
+        fx.send(
+            sid,
+            rtc.SignalResponse(
+                track_published=rtc.TrackPublishedResponse(cid=req.cid, track=pub.info)
+            ),
+        )
+        return fx
+
+    def track_live(
+        self, sid: str, *, cid: str, mid: str = "", mime_type: str = ""
+    ) -> tuple[Publication | None, Effects]:
+        """Media for the publication with ``cid`` reached the server: announce it and
+        start auto-subscriptions."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        pub = p.publication_by_cid(cid) if p is not None else None
+        if p is None or pub is None or pub.live:
+            return pub, fx
+        pub.live = True
+        if mid:
+            pub.info.mid = mid
+        if mime_type:
+            pub.info.mime_type = mime_type
+        self._bump(p)
+        self._broadcast_participant(fx, p)
+        for other in self.participants.values():
+            if other.sid != sid:
+                sub = self._subscription(other, pub)
+                sub.available = True
+                self._reconcile(fx, sub)
+        fx.events.append(self._event("track_published", participant=p.info(), track=pub.info))
+        return pub, fx
+
+    def _unpublish(
+        self, fx: Effects, p: Participant, pub: Publication, *, notify_owner: bool
+    ) -> None:
+        del p.publications[pub.sid]
+        self._drop_publication(fx, pub)
+        if notify_owner:
+            fx.send(
+                p.sid,
+                rtc.SignalResponse(
+                    track_unpublished=rtc.TrackUnpublishedResponse(track_sid=pub.sid)
+                ),
+            )
+        if pub.live:
+            fx.events.append(
+                self._event("track_unpublished", participant=p.info(), track=pub.info)
+            )
+
+    def unpublish(self, sid: str, track_sid: str) -> Effects:
+        fx = Effects()
+        p = self.participants.get(sid)
+        pub = p.publications.get(track_sid) if p is not None else None
+        if p is None or pub is None:
+            return fx
+        self._unpublish(fx, p, pub, notify_owner=True)
+        self._bump(p)
+        self._broadcast_participant(fx, p)
+        return fx
+
+    def set_muted(self, sid: str, track_sid: str, muted: bool, *, by_server: bool) -> Effects:
+        """Mute or unmute a publication. A server-side mute also tells the publisher
+        (MuteTrackRequest) so its SDK stops sending."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        pub = p.publications.get(track_sid) if p is not None else None
+        if p is None or pub is None or pub.info.muted == muted:
+            return fx
+        pub.info.muted = muted
+        if by_server:
+            fx.send(sid, rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted)))
+        self._bump(p)
+        self._broadcast_participant(fx, p)
+        return fx
+
+    def update_own_metadata(self, sid: str, req: rtc.UpdateParticipantMetadata) -> Effects:
+        """The participant asks to change its own name/metadata/attributes; it needs
+        the canUpdateOwnMetadata grant, otherwise a RequestResponse NOT_ALLOWED."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        if not p.permission.can_update_metadata:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        request_id=req.request_id,
+                        reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
+                        message="does not have permission to update own metadata",
+                        update_metadata=req,
+                    )
+                ),
+            )
+            return fx
+        fx.extend(
+            self.update_participant(
+                sid,
+                name=req.name or None,
+                metadata=req.metadata or None,
+                attributes=dict(req.attributes) or None,
+            )
+        )
+        return fx
+
+    def update_participant(
+        self,
+        sid: str,
+        *,
+        name: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        permission: models.ParticipantPermission | None = None,
+    ) -> Effects:
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        if name is not None:
+            p.name = name
+        if metadata is not None:
+            p.metadata = metadata
+        if attributes:
+            for key, value in attributes.items():
+                if value == _ATTRIBUTE_DELETE:
+                    p.attributes.pop(key, None)
+                else:
+                    p.attributes[key] = value
+        if permission is not None:
+            p.permission = permission
+            for (sub_sid, _), sub in self.subscriptions.items():
+                if sub_sid == sid:
+                    sub.allowed = permission.can_subscribe
+                    self._reconcile(fx, sub)
+        self._bump(p)
+        self._broadcast_participant(fx, p)
+        return fx
+
+    def update_subscription(
+        self,
+        sid: str,
+        *,
+        track_sids: Iterable[str],
+        subscribe: bool,
+        participant_tracks: Iterable[models.ParticipantTracks] = (),
+    ) -> Effects:
+        """Selective subscription. Unknown tracks get SubscriptionResponse
+        SE_TRACK_NOTFOUND instead of being remembered."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        wanted = list(track_sids)
+        for pt in participant_tracks:
+            wanted.extend(pt.track_sids)
+        for track_sid in dict.fromkeys(wanted):
+            pub = self.find_publication(track_sid)
+            if pub is None or pub.publisher_sid == sid:
+                fx.send(
+                    sid,
+                    rtc.SignalResponse(
+                        subscription_response=rtc.SubscriptionResponse(
+                            track_sid=track_sid, err=models.SubscriptionError.SE_TRACK_NOTFOUND
+                        )
+                    ),
+                )
+                continue
+            sub = self._subscription(p, pub)
+            sub.desired = subscribe
+            self._reconcile(fx, sub)
+        return fx
+
+    def route_data(
+        self, sender_sid: str | None, packet: models.DataPacket, *, reliable: bool
+    ) -> Effects:
+        """Deliver a DataPacket from a participant (or from the server when
+        ``sender_sid`` is None) to everyone else or to the named identities. The
+        sender's identity and sid overwrite whatever the packet claims; ``sequence``
+        is kept because receivers de-duplicate on (sender sid, sequence)."""
+        fx = Effects()
+        out = models.DataPacket()
+        out.CopyFrom(packet)
+        if sender_sid is not None:
+            sender = self.participants.get(sender_sid)
+            if sender is None or not sender.permission.can_publish_data:
+                return fx
+            out.participant_identity = sender.identity
+            out.participant_sid = sender.sid
+            if out.HasField("user"):
+                out.user.participant_identity = sender.identity
+                out.user.participant_sid = sender.sid
+        destinations = set(out.destination_identities)
+        if out.HasField("user"):
+            destinations.update(out.user.destination_identities)
+        for p in self.participants.values():
+            if p.sid == sender_sid:
+                continue
+            if destinations and p.identity not in destinations:
+                continue
+            fx.data.append(DataDelivery(participant_sid=p.sid, packet=out, reliable=reliable))
+        return fx
+
+    def set_metadata(self, metadata: str) -> Effects:
+        fx = Effects()
+        self.metadata = metadata
+        update = rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.info()))
+        for p in self.participants.values():
+            fx.send(p.sid, update)
+        return fx
+
+    def close(self, reason: int, *, now: float) -> Effects:
+        """Close the room: every participant is told ``reason`` and removed."""
+        fx = Effects()
+        if self.closed:
+            return fx
+        for sid in list(self.participants):
+            fx.extend(self.remove(sid, reason, now=now))
+        self.closed = True
+        fx.room_closed = True
+        fx.events.append(self._event("room_finished"))
+        return fx
+
+    def started_event(self) -> webhook.WebhookEvent:
+        return self._event("room_started")
+
+    @staticmethod
+    def source_name(source: int) -> str:
+        return _SOURCE_NAMES.get(source, "unknown")
+
+
+def _update(infos: list[models.ParticipantInfo]) -> rtc.SignalResponse:
+    return rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=infos))

@@ -1,0 +1,157 @@
+"""The embeddable server: configuration in, a running LiveKit-compatible SFU out.
+
+Embedding (the CLI does exactly this)::
+
+    config, warnings = load_config(dev=True, ...)
+    server = Server(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)      # listening once this returns
+        ...                                    # server.rooms, server.events(), ...
+        await server.aclose()                  # graceful: participants are told why
+
+Resource handling: ``serve`` owns every task it starts (HTTP listener, room
+lifetimes, webhook sender); none outlives it. Cancelling ``serve`` from outside stops
+at once without telling participants; ``aclose`` first closes every room with
+SERVER_SHUTDOWN, lets the LeaveRequests flush, then stops listening.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from urllib.parse import urlsplit
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from livekit.protocol import models, webhook
+
+from .config import Config
+from .http import App
+from .manager import RoomDefaults, RoomManager
+from .room import Room, ServerIdentity
+from .session import MAX_FRAME_BYTES
+from .webhook import NullWebhookSink, WebhookSender, WebhookSink
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.9.0"
+"""Server version announced to clients: SDKs gate features (RPC) on >= 1.8.0."""
+
+SHUTDOWN_FLUSH_S = 2.0
+"""How long a graceful shutdown waits for participants to receive their LeaveRequest."""
+
+
+def _bind_string(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class Server:
+    """A pysfu server. Start it with ``await nursery.start(server.serve)``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.webhooks: WebhookSink
+        if config.webhook_urls and config.webhook_api_key:
+            self.webhooks = WebhookSender(
+                urls=config.webhook_urls,
+                api_key=config.webhook_api_key,
+                api_secret=config.keys[config.webhook_api_key],
+            )
+        else:
+            self.webhooks = NullWebhookSink()
+        self.manager = RoomManager(
+            defaults=RoomDefaults(
+                empty_timeout_s=config.empty_timeout_s,
+                departure_timeout_s=config.departure_timeout_s,
+            ),
+            server=ServerIdentity(version=VERSION),
+            webhooks=self.webhooks,
+        )
+        self.app = App(self.manager, config.keys)
+        self.port: int = config.port
+        """The HTTP/WebSocket port actually bound (differs from config when 0)."""
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    @property
+    def http_url(self) -> str:
+        host = self.config.bind_addresses[0] if self.config.bind_addresses else "127.0.0.1"
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{_bind_string(host, self.port)}"
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect to (``ws://host:port``)."""
+        return "ws" + self.http_url[len("http") :]
+
+    async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or :meth:`aclose`; ``task_status.started`` once listening."""
+        hconfig = HypercornConfig()
+        hconfig.bind = [_bind_string(a, self.config.port) for a in self.config.bind_addresses]
+        hconfig.websocket_max_message_size = MAX_FRAME_BYTES
+        hconfig.graceful_timeout = 1.0
+        hconfig.accesslog = None
+        hconfig.errorlog = logging.getLogger("pysfu.http")  # type: ignore[assignment]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.manager.run)
+            if isinstance(self.webhooks, WebhookSender):
+                await nursery.start(self.webhooks.run)
+            binds: list[str] = await nursery.start(
+                partial(hypercorn_serve, self.app, hconfig, shutdown_trigger=self._stop.wait)
+            )
+            port = urlsplit(binds[0]).port if binds else None
+            if port is not None:
+                self.port = port
+            log.info("pysfu %s listening on %s", VERSION, ", ".join(binds))
+            task_status.started(self)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+        self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""
+        self.manager.close_all(models.DisconnectReason.SERVER_SHUTDOWN)
+        with trio.move_on_after(SHUTDOWN_FLUSH_S):
+            while self.manager.session_count():
+                await trio.sleep(0.02)
+        self._stop.set()
+        await self._stopped.wait()
+
+    # ---- observing and driving rooms from Python --------------------------------------------
+
+    @property
+    def rooms(self) -> list[Room]:
+        """Live rooms. Treat them as read-only; change them through the methods below
+        or the Twirp API so that participants are told."""
+        return self.manager.rooms
+
+    def room(self, name: str) -> Room | None:
+        return self.manager.room(name)
+
+    @contextmanager
+    def events(self) -> Iterator[trio.MemoryReceiveChannel[webhook.WebhookEvent]]:
+        """Room events as ``WebhookEvent`` values (room_started, participant_joined, ...)::
+
+        with server.events() as events:
+            async for event in events: ...
+        """
+        with self.manager.events() as receive:
+            yield receive
+
+    def create_room(self, name: str, **options: float | int | str) -> Room:
+        """As Twirp CreateRoom: options ``empty_timeout_s``, ``departure_timeout_s``,
+        ``max_participants``, ``metadata``."""
+        return self.manager.create_room(name, **options)  # type: ignore[arg-type]
+
+    def delete_room(self, name: str) -> None:
+        self.manager.delete_room(name)
+
+    def remove_participant(self, room: str, identity: str) -> None:
+        r, sid = self.manager.participant(room, identity)
+        self.manager.apply(
+            r, r.remove(sid, models.DisconnectReason.PARTICIPANT_REMOVED, now=self.manager.now())
+        )

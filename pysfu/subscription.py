@@ -1,0 +1,47 @@
+"""Subscription of one participant to one track, as a small reconciling state machine.
+
+Three inputs decide whether media should flow, each owned by someone else:
+
+- ``desired``: the subscriber wants it (auto-subscribe, UpdateSubscription, server API);
+- ``allowed``: permissions allow it (the subscriber's canSubscribe grant);
+- ``available``: the publication is live (media arrived) and not being torn down.
+
+``bound`` is what the media plane was last told. ``reconcile`` compares wanted with
+bound and returns the one action that brings them together, so the caller performs
+exactly the side effects needed and nothing twice.
+"""
+
+import enum
+
+import attrs
+
+
+class SubscriptionAction(enum.Enum):
+    BIND = "bind"
+    """Start forwarding the track to the subscriber (and tell the client)."""
+    UNBIND = "unbind"
+    """Stop forwarding the track to the subscriber (and tell the client)."""
+
+
+@attrs.define
+class Subscription:
+    subscriber_sid: str
+    track_sid: str
+    desired: bool = False
+    allowed: bool = True
+    available: bool = False
+    bound: bool = False
+    """Invariant: bound implies the last reconcile saw desired, allowed and available."""
+
+    @property
+    def wanted(self) -> bool:
+        return self.desired and self.allowed and self.available
+
+    def reconcile(self) -> SubscriptionAction | None:
+        if self.wanted and not self.bound:
+            self.bound = True
+            return SubscriptionAction.BIND
+        if self.bound and not self.wanted:
+            self.bound = False
+            return SubscriptionAction.UNBIND
+        return None

@@ -1,0 +1,217 @@
+"""Property-based tests of the room domain: random sequences of joins, leaves,
+identity collisions, publishes, mutes and (un)subscriptions, checked against
+invariants and a model of what the media plane was told."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from livekit.protocol import models, rtc
+
+from pysfu.lifecycle import ParticipantEvent, ParticipantState
+from pysfu.room import Effects, Room
+
+IDENTITIES = st.sampled_from(["ann", "ben", "cat", "dan"])
+CIDS = st.sampled_from(["c1", "c2", "c3"])
+Reason = models.DisconnectReason
+
+
+class RoomMachine(RuleBasedStateMachine):
+    @initialize()
+    def setup(self) -> None:
+        self.now = 0.0
+        self.room = Room(name="r", created_at=0.0, wall_clock=lambda: 1_700_000_000.0)
+        self.media: set[tuple[str, str]] = set()
+        """(subscriber sid, track sid) pairs the media plane forwards, per bindings."""
+        self.seen_versions: dict[tuple[str, str], int] = {}
+        """Highest version each recipient saw of each participant sid."""
+        self.closed_sessions: set[str] = set()
+
+    # ---- applying effects like the manager would --------------------------------------
+
+    def apply(self, fx: Effects) -> None:
+        for to_sid, msg in fx.messages:
+            assert to_sid not in self.closed_sessions, "message after session end"
+            infos: list[models.ParticipantInfo] = []
+            if msg.HasField("update"):
+                infos = list(msg.update.participants)
+            elif msg.HasField("join"):
+                infos = [msg.join.participant, *msg.join.other_participants]
+            for info in infos:
+                key = (to_sid, info.sid)
+                assert info.version > self.seen_versions.get(key, 0), "version did not grow"
+                self.seen_versions[key] = info.version
+        for b in fx.bindings:
+            pair = (b.subscriber_sid, b.track_sid)
+            if b.bind:
+                assert pair not in self.media, "bound twice"
+                self.media.add(pair)
+            else:
+                assert pair in self.media, "unbound what was not bound"
+                self.media.discard(pair)
+        for sid, _reason in fx.closes:
+            self.closed_sessions.add(sid)
+
+    def sids(self) -> list[str]:
+        # Insertion order, not sorted: sids are random, and hypothesis needs the same
+        # draw to pick the same participant when it replays an example.
+        return list(self.room.participants)
+
+    def tracks(self) -> list[tuple[str, str]]:
+        return [(p.sid, t) for p in self.room.participants.values() for t in p.publications]
+
+    # ---- rules --------------------------------------------------------------------------
+
+    @rule(identity=IDENTITIES, auto=st.booleans(), can_sub=st.booleans())
+    def join(self, identity: str, auto: bool, can_sub: bool) -> None:
+        old = self.room.participant_by_identity(identity)
+        p, fx = self.room.join(
+            identity=identity,
+            now=self.now,
+            auto_subscribe=auto,
+            permission=models.ParticipantPermission(
+                can_publish=True, can_subscribe=can_sub, can_publish_data=True
+            ),
+        )
+        self.apply(fx)
+        assert fx.messages[0 if old is None else _first_for(fx, p.sid)][1].HasField("join")
+        if old is not None:
+            assert (old.sid, Reason.DUPLICATE_IDENTITY) in fx.closes
+            assert old.sid not in self.room.participants
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), reason=st.sampled_from([Reason.CLIENT_INITIATED,
+                                                    Reason.PARTICIPANT_REMOVED]))
+    def leave(self, data: st.DataObject, reason: int) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        self.apply(self.room.remove(sid, reason, now=self.now))
+        assert sid not in self.room.participants
+        assert not any(s == sid for s, _ in self.media)
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), cid=CIDS, event=st.sampled_from(list(ParticipantEvent)[:2]))
+    def lifecycle(self, data: st.DataObject, cid: str, event: ParticipantEvent) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        self.apply(self.room.transition(sid, event))
+        assert self.room.participants[sid].state is not ParticipantState.DISCONNECTED
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), cid=CIDS)
+    def publish(self, data: st.DataObject, cid: str) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        fx = self.room.add_track(sid, rtc.AddTrackRequest(
+            cid=cid, type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE))
+        self.apply(fx)
+        assert fx.messages[-1][1].HasField("track_published")
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), cid=CIDS)
+    def media_arrives(self, data: st.DataObject, cid: str) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        _, fx = self.room.track_live(sid, cid=cid)
+        self.apply(fx)
+
+    @precondition(lambda self: self.tracks())
+    @rule(data=st.data())
+    def unpublish(self, data: st.DataObject) -> None:
+        sid, track = data.draw(st.sampled_from(self.tracks()))
+        self.apply(self.room.unpublish(sid, track))
+        assert not any(t == track for _, t in self.media)
+
+    @precondition(lambda self: self.tracks())
+    @rule(data=st.data(), muted=st.booleans())
+    def mute(self, data: st.DataObject, muted: bool) -> None:
+        sid, track = data.draw(st.sampled_from(self.tracks()))
+        self.apply(self.room.set_muted(sid, track, muted, by_server=False))
+        assert self.room.participants[sid].publications[track].info.muted == muted
+
+    @precondition(lambda self: self.tracks() and self.room.participants)
+    @rule(data=st.data(), subscribe=st.booleans())
+    def subscribe(self, data: st.DataObject, subscribe: bool) -> None:
+        sub = data.draw(st.sampled_from(self.sids()))
+        _, track = data.draw(st.sampled_from(self.tracks()))
+        self.apply(self.room.update_subscription(sub, track_sids=[track], subscribe=subscribe))
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), can_sub=st.booleans())
+    def change_permission(self, data: st.DataObject, can_sub: bool) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        perm = models.ParticipantPermission(
+            can_publish=True, can_subscribe=can_sub, can_publish_data=True
+        )
+        self.apply(self.room.update_participant(sid, permission=perm))
+
+    @rule(dt=st.floats(min_value=0, max_value=400))
+    def time_passes(self, dt: float) -> None:
+        self.now += dt
+
+    # ---- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def room_invariants(self) -> None:
+        self.room.check_invariants()
+
+    @invariant()
+    def media_matches_subscriptions(self) -> None:
+        expected = {
+            (s.subscriber_sid, s.track_sid) for s in self.room.subscriptions.values() if s.bound
+        }
+        assert self.media == expected
+        for sub_sid, track in self.media:
+            pub = self.room.find_publication(track)
+            assert pub is not None and pub.live and pub.publisher_sid != sub_sid
+            assert self.room.participants[sub_sid].permission.can_subscribe
+
+    @invariant()
+    def auto_subscribers_get_live_tracks(self) -> None:
+        for p in self.room.participants.values():
+            if not (p.auto_subscribe and p.permission.can_subscribe):
+                continue
+            for other in self.room.participants.values():
+                for pub in other.publications.values():
+                    if other.sid == p.sid or not pub.live:
+                        continue
+                    sub = self.room.subscriptions.get((p.sid, pub.sid))
+                    # Only an explicit unsubscribe may leave a live track unbound.
+                    assert sub is not None
+                    assert sub.bound or not sub.desired
+
+    @invariant()
+    def close_deadline_follows_occupancy(self) -> None:
+        deadline = self.room.close_deadline()
+        if self.room.participants:
+            assert deadline is None
+        elif self.room.last_departure is None:
+            assert deadline == self.room.empty_timeout_s
+        else:
+            assert deadline == self.room.last_departure + self.room.departure_timeout_s
+
+
+def _first_for(fx: Effects, sid: str) -> int:
+    return next(i for i, (to, _) in enumerate(fx.messages) if to == sid)
+
+
+RoomMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40,
+                                         deadline=None)
+TestRoomMachine = RoomMachine.TestCase
+
+
+def test_room_close_tells_everyone_and_unbinds() -> None:
+    room = Room(name="r", created_at=0.0)
+    a, fx_a = room.join(identity="a", now=0)
+    b, fx_b = room.join(identity="b", now=0)
+    room.add_track(a.sid, rtc.AddTrackRequest(cid="c", type=models.TrackType.AUDIO))
+    _, live = room.track_live(a.sid, cid="c")
+    assert [x.bind for x in live.bindings] == [True]
+    fx = room.close(Reason.ROOM_DELETED, now=1)
+    leaves = {sid: m.leave.reason for sid, m in fx.messages if m.HasField("leave")}
+    assert leaves == {a.sid: Reason.ROOM_DELETED, b.sid: Reason.ROOM_DELETED}
+    assert [x.bind for x in fx.bindings] == [False]
+    assert fx.room_closed and [e.event for e in fx.events][-1] == "room_finished"

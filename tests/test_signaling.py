@@ -1,0 +1,256 @@
+"""Signaling over the real server on loopback, with a client built from
+livekit-protocol messages: what any LiveKit client sees on the wire."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from livekit.protocol import models, rtc
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from pysfu.auth import VideoGrant, mint_token
+
+from .conftest import API_KEY, API_SECRET, RunningServer
+from .signal_client import SignalClient, connect
+
+pytestmark = pytest.mark.trio
+
+State = models.ParticipantInfo.State
+Reason = models.DisconnectReason
+
+
+def _semver(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+async def test_join_response_is_first_and_complete(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for(
+        "alice", name="Alice A", metadata="md", attributes={"k": "v"}, kind="agent")) as ws:
+        client = SignalClient(ws)
+        first = await client.recv()
+        assert first.WhichOneof("message") == "join"
+        join = first.join
+        assert join.room.sid.startswith("RM_") and join.room.name == "room1"
+        assert join.participant.sid.startswith("PA_")
+        assert join.participant.identity == "alice"
+        assert join.participant.name == "Alice A" and join.participant.metadata == "md"
+        assert dict(join.participant.attributes) == {"k": "v"}
+        assert join.participant.kind == models.ParticipantInfo.Kind.AGENT
+        assert join.participant.version > 0
+        assert join.participant.permission.can_publish
+        assert join.participant.permission.can_subscribe
+        assert _semver(join.server_version) >= (1, 8, 0)
+        assert _semver(join.server_info.version) >= (1, 8, 0)
+        assert join.ping_interval == 5 and join.ping_timeout == 15
+        assert join.subscriber_primary and not join.fast_publish
+        assert list(join.other_participants) == []
+
+
+async def test_two_participants_see_each_other_and_leave(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws_a:
+        alice = SignalClient(ws_a)
+        await alice.expect("join")
+        async with connect(server.url, server.token_for("bob")) as ws_b:
+            bob = SignalClient(ws_b)
+            join = (await bob.expect("join")).join
+            assert [p.identity for p in join.other_participants] == ["alice"]
+            seen = await alice.expect_update("bob")
+            assert seen.sid == join.participant.sid
+            await bob.send(rtc.SignalRequest(leave=rtc.LeaveRequest(
+                reason=Reason.CLIENT_INITIATED, action=rtc.LeaveRequest.Action.DISCONNECT)))
+            gone = await alice.expect_update("bob", lambda p: p.state == State.DISCONNECTED)
+            assert gone.disconnect_reason == Reason.CLIENT_INITIATED
+        room = await server.acall(server.server.room, "room1")
+        assert [p.identity for p in room.participants.values()] == ["alice"]
+
+
+async def test_socket_drop_is_noticed(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws_a:
+        alice = SignalClient(ws_a)
+        await alice.expect("join")
+        async with connect(server.url, server.token_for("bob")) as ws_b:
+            await SignalClient(ws_b).expect("join")
+        gone = await alice.expect_update("bob", lambda p: p.state == State.DISCONNECTED)
+        assert gone.identity == "bob"
+
+
+async def test_duplicate_identity_replaces_older_connection(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("bob")) as ws_b:
+        bob = SignalClient(ws_b)
+        await bob.expect("join")
+        async with connect(server.url, server.token_for("alice")) as ws_a1:
+            old = SignalClient(ws_a1)
+            old_sid = (await old.expect("join")).join.participant.sid
+            async with connect(server.url, server.token_for("alice")) as ws_a2:
+                new = SignalClient(ws_a2)
+                new_join = (await new.expect("join")).join
+                assert new_join.participant.sid != old_sid
+                leave = (await old.expect("leave")).leave
+                assert leave.reason == Reason.DUPLICATE_IDENTITY
+                assert leave.action == rtc.LeaveRequest.Action.DISCONNECT
+                gone = await bob.expect_update(
+                    "alice", lambda p: p.sid == old_sid and p.state == State.DISCONNECTED)
+                assert gone.disconnect_reason == Reason.DUPLICATE_IDENTITY
+                await bob.expect_update("alice", lambda p: p.sid == new_join.participant.sid)
+                room = await server.acall(server.server.room, "room1")
+                assert sorted(p.identity for p in room.participants.values()) == ["alice", "bob"]
+
+
+async def test_metadata_update_refused_without_grant(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws:
+        alice = SignalClient(ws)
+        await alice.expect("join")
+        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+            metadata="hi", request_id=7)))
+        resp = (await alice.expect("request_response")).request_response
+        assert resp.request_id == 7
+        assert resp.reason == rtc.RequestResponse.Reason.NOT_ALLOWED
+
+
+async def test_metadata_name_attributes_update_with_growing_versions(
+    server: RunningServer,
+) -> None:
+    token = server.token_for("alice", can_update_own_metadata=True)
+    async with connect(server.url, token) as ws_a, connect(
+        server.url, server.token_for("bob")
+    ) as ws_b:
+        alice, bob = SignalClient(ws_a), SignalClient(ws_b)
+        v0 = (await alice.expect("join")).join.participant.version
+        await bob.expect("join")
+        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+            metadata="m1", name="Alice", attributes={"a": "1", "b": "2"}, request_id=1)))
+        mine = await alice.expect_update("alice", lambda p: p.metadata == "m1")
+        assert mine.name == "Alice" and dict(mine.attributes) == {"a": "1", "b": "2"}
+        assert mine.version > v0
+        theirs = await bob.expect_update("alice", lambda p: p.metadata == "m1")
+        assert theirs.version == mine.version
+        # An empty value deletes an attribute, as in LiveKit.
+        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+            attributes={"a": ""}, request_id=2)))
+        later = await bob.expect_update("alice", lambda p: "a" not in p.attributes)
+        assert dict(later.attributes) == {"b": "2"} and later.version > theirs.version
+
+
+async def test_ping_both_forms(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws:
+        alice = SignalClient(ws)
+        await alice.expect("join")
+        await alice.send(rtc.SignalRequest(ping=123))
+        pong = await alice.expect("pong")
+        assert abs(pong.pong - time.time() * 1000) < 60_000
+        await alice.send(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=456, rtt=10)))
+        resp = (await alice.expect("pong_resp")).pong_resp
+        assert resp.last_ping_timestamp == 456 and resp.timestamp > 0
+
+
+async def test_bad_frames_are_ignored_and_session_survives(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws_a, connect(
+        server.url, server.token_for("bob")
+    ) as ws_b:
+        alice, bob = SignalClient(ws_a), SignalClient(ws_b)
+        await alice.expect("join")
+        await bob.expect("join")
+        await ws_a.send_message("this is text, not protobuf")
+        await ws_a.send_message(b"\xff\xff\xff\xff garbage")
+        await ws_a.send_message(b"")
+        await alice.send(rtc.SignalRequest(ping=1))
+        assert (await alice.expect("pong")).pong > 0
+        await bob.send(rtc.SignalRequest(ping=1))
+        assert (await bob.expect("pong")).pong > 0
+
+
+async def test_add_track_and_source_permission(server: RunningServer) -> None:
+    token = server.token_for("alice", can_publish_sources=("microphone",))
+    async with connect(server.url, token) as ws:
+        alice = SignalClient(ws)
+        await alice.expect("join")
+        await alice.send(rtc.SignalRequest(add_track=rtc.AddTrackRequest(
+            cid="mic-1", name="mic", type=models.TrackType.AUDIO,
+            source=models.TrackSource.MICROPHONE)))
+        published = (await alice.expect("track_published")).track_published
+        assert published.cid == "mic-1" and published.track.sid.startswith("TR_")
+        assert published.track.source == models.TrackSource.MICROPHONE
+        await alice.send(rtc.SignalRequest(add_track=rtc.AddTrackRequest(
+            cid="cam-1", name="cam", type=models.TrackType.VIDEO,
+            source=models.TrackSource.CAMERA)))
+        refused = (await alice.expect("request_response")).request_response
+        assert refused.reason == rtc.RequestResponse.Reason.NOT_ALLOWED
+        assert refused.add_track.cid == "cam-1"
+
+
+async def test_hidden_participant_is_not_announced(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws_a:
+        alice = SignalClient(ws_a)
+        await alice.expect("join")
+        async with connect(server.url, server.token_for("ghost", hidden=True)) as ws_g:
+            ghost_join = (await SignalClient(ws_g).expect("join")).join
+            assert [p.identity for p in ghost_join.other_participants] == ["alice"]
+            async with connect(server.url, server.token_for("bob")) as ws_b:
+                bob_join = (await SignalClient(ws_b).expect("join")).join
+                assert [p.identity for p in bob_join.other_participants] == ["alice"]
+        updates = await alice.drain()
+        identities = {p.identity for m in updates if m.HasField("update")
+                      for p in m.update.participants}
+        assert "bob" in identities and "ghost" not in identities
+
+
+async def test_reconnect_for_unknown_session_forces_full_rejoin(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice"), reconnect="1",
+                       sid="PA_unknown") as ws:
+        leave = (await SignalClient(ws).recv()).leave
+        assert leave.reason == Reason.STATE_MISMATCH
+        assert leave.action == rtc.LeaveRequest.Action.RECONNECT
+
+
+async def test_deleting_room_tells_everyone(server: RunningServer) -> None:
+    async with connect(server.url, server.token_for("alice")) as ws:
+        alice = SignalClient(ws)
+        await alice.expect("join")
+        await server.acall(server.server.delete_room, "room1")
+        leave = (await alice.expect("leave")).leave
+        assert leave.reason == Reason.ROOM_DELETED
+    assert await server.acall(server.server.room, "room1") is None
+
+
+def _bad_tokens() -> dict[str, str]:
+    good = VideoGrant(room_join=True, room="room1")
+    return {
+        "wrong secret": mint_token(API_KEY, "x" * 40, identity="a", grant=good),
+        "unknown key": mint_token("other", API_SECRET, identity="a", grant=good),
+        "expired": mint_token(API_KEY, API_SECRET, identity="a", grant=good,
+                              now=time.time() - 7200, ttl_s=60),
+        "no join grant": mint_token(API_KEY, API_SECRET, identity="a",
+                                    grant=VideoGrant(room="room1")),
+        "garbage": "not.a.jwt",
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_tokens()))
+async def test_bad_tokens_get_401_before_upgrade(server: RunningServer, case: str) -> None:
+    token = _bad_tokens()[case]
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(server.url, token):
+            pass
+    assert info.value.status_code == 401
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{server.http_url}/rtc/validate", params={"access_token": token})
+    assert r.status_code == 401 and r.text
+
+
+async def test_http_routes(server: RunningServer) -> None:
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.http_url + "/")).text == "OK"
+        ok = await http.get(f"{server.http_url}/rtc/validate",
+                            headers={"Authorization": "Bearer " + server.token_for("a")})
+        assert ok.status_code == 200 and ok.text == "success"
+        v1 = await http.get(f"{server.http_url}/rtc/v1/validate")
+        assert v1.status_code == 404
+        assert "requested room does not exist" not in v1.text
+        assert v1.headers["access-control-allow-origin"] == "*"
+    url = server.url + "/rtc/v1?access_token=" + server.token_for("a")
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(url):
+            pass
+    assert info.value.status_code == 404
