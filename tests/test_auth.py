@@ -299,6 +299,7 @@ def test_alg_none_rejected() -> None:
         verify_token(token, KEYS, now=NOW)
 
 
+@pytest.mark.filterwarnings("ignore:The HMAC key")
 def test_other_hmac_alg_rejected() -> None:
     with pytest.raises(AuthError, match="algorithm"):
         verify_token(_raw(_payload(), alg="HS512"), KEYS, now=NOW)
