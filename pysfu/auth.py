@@ -43,7 +43,7 @@ DEFAULT_TTL_S = 6 * 3600.0
 DEFAULT_LEEWAY_S = 60.0
 """Clock skew tolerated on ``exp``/``nbf``: one minute, as livekit/protocol."""
 
-PARTICIPANT_KINDS: Mapping[str, int] = {
+PARTICIPANT_KINDS: Mapping[str, models.ParticipantInfo.Kind] = {
     "standard": models.ParticipantInfo.Kind.STANDARD,
     "ingress": models.ParticipantInfo.Kind.INGRESS,
     "egress": models.ParticipantInfo.Kind.EGRESS,
@@ -157,7 +157,7 @@ class Claims:
     room_config: dict[str, Any] | None = None
     """The raw ``roomConfig`` JSON object (protojson of ``RoomConfiguration``), if any."""
 
-    def participant_kind(self) -> int:
+    def participant_kind(self) -> models.ParticipantInfo.Kind:
         """The ``ParticipantInfo.Kind`` value; an unknown kind counts as standard."""
         return PARTICIPANT_KINDS.get(self.kind, models.ParticipantInfo.Kind.STANDARD)
 

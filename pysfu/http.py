@@ -73,8 +73,7 @@ class App:
         manager: RoomManager,
         keys: Mapping[str, str],
         *,
-        extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]]
-        | None = None,
+        extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]] | None = None,
     ) -> None:
         self.manager = manager
         self.keys = keys
@@ -206,13 +205,13 @@ class App:
             body = await read_body(receive, MAX_HTTP_BODY_BYTES)
             if body is None:
                 await respond(
-                    send, 413, b'{"code":"invalid_argument","msg":"body too large"}',
+                    send,
+                    413,
+                    b'{"code":"invalid_argument","msg":"body too large"}',
                     content_type=b"application/json",
                 )
                 return
-            status, content_type, payload = await self.twirp.handle(
-                path, _headers(scope), body
-            )
+            status, content_type, payload = await self.twirp.handle(path, _headers(scope), body)
             await respond(send, status, payload, content_type=content_type.encode())
         else:
             await respond(send, 404, b"not found")

@@ -47,6 +47,18 @@ TRANSITIONS: dict[tuple[ParticipantState, ParticipantEvent], ParticipantState] =
 }
 
 
+_PROTO_STATES: dict[ParticipantState, models.ParticipantInfo.State] = {
+    ParticipantState.JOINING: models.ParticipantInfo.JOINING,
+    ParticipantState.JOINED: models.ParticipantInfo.JOINED,
+    ParticipantState.ACTIVE: models.ParticipantInfo.ACTIVE,
+    ParticipantState.DISCONNECTED: models.ParticipantInfo.DISCONNECTED,
+}
+
+
+def to_proto(state: ParticipantState) -> models.ParticipantInfo.State:
+    return _PROTO_STATES[state]
+
+
 def next_state(state: ParticipantState, event: ParticipantEvent) -> ParticipantState:
     """The state after ``event``; raises LocalProtocolError for an illegal event."""
     try:

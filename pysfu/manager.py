@@ -87,7 +87,7 @@ class Outbox:
     send_channel: trio.MemorySendChannel[rtc.SignalResponse | None]
     """``None`` is the end-of-session marker: flush what came before, then close."""
     cancel_scope: trio.CancelScope
-    close_reason: int | None = None
+    close_reason: DisconnectReason | None = None
 
 
 @attrs.define(eq=False)
@@ -109,13 +109,13 @@ class RoomManager:
     def __init__(
         self,
         *,
-        defaults: RoomDefaults = RoomDefaults(),
-        server: ServerIdentity = ServerIdentity(),
+        defaults: RoomDefaults | None = None,
+        server: ServerIdentity | None = None,
         webhooks: WebhookSink | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self.defaults = defaults
-        self.server = server
+        self.defaults = defaults or RoomDefaults()
+        self.server = server or ServerIdentity()
         self.webhooks: WebhookSink = webhooks or _NullWebhooks()
         self.media: MediaPlane | None = None
         self._clock = clock
@@ -123,6 +123,8 @@ class RoomManager:
         self._outboxes: dict[str, Outbox] = {}
         self._observers: list[trio.MemorySendChannel[webhook.WebhookEvent]] = []
         self._nursery: trio.Nursery | None = None
+        self._no_sessions = trio.Event()
+        self._no_sessions.set()
 
     # ---- lifetime ------------------------------------------------------------------
 
@@ -138,8 +140,7 @@ class RoomManager:
                     self.close_all(DisconnectReason.SERVER_SHUTDOWN)
                     # Give sessions a moment to flush their LeaveRequest.
                     with trio.move_on_after(1):
-                        while self._outboxes:
-                            await trio.sleep(0.01)
+                        await self.sessions_closed()
 
     def now(self) -> float:
         return self._clock()
@@ -214,7 +215,7 @@ class RoomManager:
         room = self.require_room(name)
         self.apply(room, room.close(DisconnectReason.ROOM_DELETED, now=self.now()))
 
-    def close_all(self, reason: int) -> None:
+    def close_all(self, reason: DisconnectReason) -> None:
         for handle in list(self._rooms.values()):
             self.apply(handle.room, handle.room.close(reason, now=self.now()))
 
@@ -229,10 +230,14 @@ class RoomManager:
         send, receive = trio.open_memory_channel[rtc.SignalResponse | None](OUTBOX_CAPACITY)
         outbox = Outbox(room=room.name, send_channel=send, cancel_scope=cancel_scope)
         self._outboxes[sid] = outbox
+        if self._no_sessions.is_set():
+            self._no_sessions = trio.Event()
         try:
             yield outbox, receive
         finally:
             del self._outboxes[sid]
+            if not self._outboxes:
+                self._no_sessions.set()
             send.close()
             if sid in room.participants:
                 reason = outbox.close_reason or DisconnectReason.CLIENT_INITIATED
@@ -240,8 +245,9 @@ class RoomManager:
             if self.media is not None:
                 self.media.participant_removed(sid)
 
-    def session_count(self) -> int:
-        return len(self._outboxes)
+    async def sessions_closed(self) -> None:
+        """Return once no participant session is registered."""
+        await self._no_sessions.wait()
 
     def has_session(self, sid: str) -> bool:
         return sid in self._outboxes
@@ -292,7 +298,7 @@ class RoomManager:
             if sid in room.participants:
                 self.apply(room, room.remove(sid, DisconnectReason.SIGNAL_CLOSE, now=self.now()))
 
-    def _end_session(self, sid: str, reason: int) -> None:
+    def _end_session(self, sid: str, reason: DisconnectReason) -> None:
         outbox = self._outboxes.get(sid)
         if outbox is None:
             return

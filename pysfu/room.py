@@ -25,20 +25,13 @@ from livekit.protocol import models, rtc, webhook
 
 from . import ids
 from .errors import LocalProtocolError
-from .lifecycle import ParticipantEvent, ParticipantState, next_state
+from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
 from .subscription import Subscription, SubscriptionAction
 
 DisconnectReason = models.DisconnectReason
 
 # Attribute values set to "" delete the attribute, as in LiveKit.
 _ATTRIBUTE_DELETE = ""
-
-_SOURCE_NAMES = {
-    models.TrackSource.CAMERA: "camera",
-    models.TrackSource.MICROPHONE: "microphone",
-    models.TrackSource.SCREEN_SHARE: "screen_share",
-    models.TrackSource.SCREEN_SHARE_AUDIO: "screen_share_audio",
-}
 
 
 @attrs.frozen
@@ -66,7 +59,7 @@ class Effects:
 
     messages: list[tuple[str, rtc.SignalResponse]] = attrs.field(factory=list)
     """Signal messages per participant sid, in the order they must be sent."""
-    closes: list[tuple[str, int]] = attrs.field(factory=list)
+    closes: list[tuple[str, DisconnectReason]] = attrs.field(factory=list)
     """Sessions to end after their queued messages, with a DisconnectReason."""
     bindings: list[Binding] = attrs.field(factory=list)
     data: list[DataDelivery] = attrs.field(factory=list)
@@ -107,14 +100,14 @@ class Participant:
     name: str
     metadata: str
     attributes: dict[str, str]
-    kind: int
+    kind: models.ParticipantInfo.Kind
     permission: models.ParticipantPermission
     joined_at: float
     auto_subscribe: bool = True
     state: ParticipantState = ParticipantState.JOINING
     version: int = 0
     client_protocol: int = 0
-    disconnect_reason: int = DisconnectReason.UNKNOWN_REASON
+    disconnect_reason: DisconnectReason = DisconnectReason.UNKNOWN_REASON
     publications: dict[str, Publication] = attrs.field(factory=dict)
     """By track sid, in publish order."""
 
@@ -137,7 +130,7 @@ class Participant:
             name=self.name,
             metadata=self.metadata,
             attributes=self.attributes,
-            state=int(self.state),
+            state=to_proto(self.state),
             tracks=tracks,
             joined_at=int(self.joined_at),
             joined_at_ms=int(self.joined_at * 1000),
@@ -204,9 +197,7 @@ class Room:
             creation_time_ms=int(self.creation_wall * 1000),
             metadata=self.metadata,
             num_participants=len(visible),
-            num_publishers=sum(
-                1 for p in visible if any(x.live for x in p.publications.values())
-            ),
+            num_publishers=sum(1 for p in visible if any(x.live for x in p.publications.values())),
         )
 
     def participant_by_identity(self, identity: str) -> Participant | None:
@@ -312,7 +303,7 @@ class Room:
         name: str = "",
         metadata: str = "",
         attributes: Mapping[str, str] | None = None,
-        kind: int = models.ParticipantInfo.Kind.STANDARD,
+        kind: models.ParticipantInfo.Kind = models.ParticipantInfo.Kind.STANDARD,
         permission: models.ParticipantPermission | None = None,
         auto_subscribe: bool = True,
         client_protocol: int = 0,
@@ -373,7 +364,7 @@ class Room:
             ping_timeout=s.ping_timeout_s,
         )
 
-    def remove(self, sid: str, reason: int, *, now: float) -> Effects:
+    def remove(self, sid: str, reason: DisconnectReason, *, now: float) -> Effects:
         """Remove a participant: it is told why (LeaveRequest) unless it left on its own,
         others see it DISCONNECTED, its tracks are unpublished."""
         fx = Effects()
@@ -514,9 +505,7 @@ class Room:
                 ),
             )
         if pub.live:
-            fx.events.append(
-                self._event("track_unpublished", participant=p.info(), track=pub.info)
-            )
+            fx.events.append(self._event("track_unpublished", participant=p.info(), track=pub.info))
 
     def unpublish(self, sid: str, track_sid: str) -> Effects:
         fx = Effects()
@@ -679,7 +668,7 @@ class Room:
             fx.send(p.sid, update)
         return fx
 
-    def close(self, reason: int, *, now: float) -> Effects:
+    def close(self, reason: DisconnectReason, *, now: float) -> Effects:
         """Close the room: every participant is told ``reason`` and removed."""
         fx = Effects()
         if self.closed:
@@ -693,10 +682,6 @@ class Room:
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")
-
-    @staticmethod
-    def source_name(source: int) -> str:
-        return _SOURCE_NAMES.get(source, "unknown")
 
 
 def _update(infos: list[models.ParticipantInfo]) -> rtc.SignalResponse:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -88,20 +89,24 @@ class Server:
         """The URL clients connect to (``ws://host:port``)."""
         return "ws" + self.http_url[len("http") :]
 
-    async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until cancelled or :meth:`aclose`; ``task_status.started`` once listening."""
         hconfig = HypercornConfig()
         hconfig.bind = [_bind_string(a, self.config.port) for a in self.config.bind_addresses]
         hconfig.websocket_max_message_size = MAX_FRAME_BYTES
         hconfig.graceful_timeout = 1.0
         hconfig.accesslog = None
-        hconfig.errorlog = logging.getLogger("pysfu.http")  # type: ignore[assignment]
+        hconfig.errorlog = logging.getLogger("pysfu.http")
         async with trio.open_nursery() as nursery:
             await nursery.start(self.manager.run)
             if isinstance(self.webhooks, WebhookSender):
                 await nursery.start(self.webhooks.run)
             binds: list[str] = await nursery.start(
-                partial(hypercorn_serve, self.app, hconfig, shutdown_trigger=self._stop.wait)
+                partial(
+                    hypercorn_serve, cast(Any, self.app), hconfig, shutdown_trigger=self._stop.wait
+                )
             )
             port = urlsplit(binds[0]).port if binds else None
             if port is not None:
@@ -116,8 +121,7 @@ class Server:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""
         self.manager.close_all(models.DisconnectReason.SERVER_SHUTDOWN)
         with trio.move_on_after(SHUTDOWN_FLUSH_S):
-            while self.manager.session_count():
-                await trio.sleep(0.02)
+            await self.manager.sessions_closed()
         self._stop.set()
         await self._stopped.wait()
 

@@ -96,16 +96,17 @@ class SignalSession:
         )
         self.sid = participant.sid
         log.info("%s joined room %s as %s", claims.identity, self.room.name, self.sid)
-        with trio.CancelScope() as scope:
-            with self.manager.register_session(self.room, self.sid, scope) as (outbox, inbox):
-                self.manager.apply(self.room, fx)
-                if self.manager.media is not None:
-                    self.manager.media.participant_joined(self.room, self.sid)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, inbox, nursery.cancel_scope)
-                    nursery.start_soon(self._liveness, outbox)
-                    await self._reader(outbox)
-                    nursery.cancel_scope.cancel()
+        scope = trio.CancelScope()
+        session = self.manager.register_session(self.room, self.sid, scope)
+        with scope, session as (outbox, inbox):
+            self.manager.apply(self.room, fx)
+            if self.manager.media is not None:
+                self.manager.media.participant_joined(self.room, self.sid)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, inbox, nursery.cancel_scope)
+                nursery.start_soon(self._liveness, outbox)
+                await self._reader(outbox)
+                nursery.cancel_scope.cancel()
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True
             await self.transport.close()
@@ -185,9 +186,11 @@ class SignalSession:
                 self._remove(DisconnectReason.JOIN_FAILURE)
                 return
 
-    def _remove(self, reason: int) -> None:
+    def _remove(self, reason: DisconnectReason) -> None:
         if self.sid in self.room.participants:
-            self.manager.apply(self.room, self.room.remove(self.sid, reason, now=self.manager.now()))
+            self.manager.apply(
+                self.room, self.room.remove(self.sid, reason, now=self.manager.now())
+            )
 
     # ---- requests ------------------------------------------------------------------------
 

@@ -67,13 +67,9 @@ class TwirpService:
             "CreateRoom": _Method(room_api.CreateRoomRequest, self.create_room),
             "ListRooms": _Method(room_api.ListRoomsRequest, self.list_rooms),
             "DeleteRoom": _Method(room_api.DeleteRoomRequest, self.delete_room),
-            "ListParticipants": _Method(
-                room_api.ListParticipantsRequest, self.list_participants
-            ),
+            "ListParticipants": _Method(room_api.ListParticipantsRequest, self.list_participants),
             "GetParticipant": _Method(room_api.RoomParticipantIdentity, self.get_participant),
-            "RemoveParticipant": _Method(
-                room_api.RoomParticipantIdentity, self.remove_participant
-            ),
+            "RemoveParticipant": _Method(room_api.RoomParticipantIdentity, self.remove_participant),
             "MutePublishedTrack": _Method(room_api.MuteRoomTrackRequest, self.mute_track),
             "UpdateParticipant": _Method(
                 room_api.UpdateParticipantRequest, self.update_participant
@@ -99,9 +95,7 @@ class TwirpService:
             log.exception("internal error in %s", path)
             return TwirpError("internal", "internal server error").response()
 
-    def _handle(
-        self, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, str, bytes]:
+    def _handle(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
         if not path.startswith(PREFIX):
             raise TwirpError("bad_route", f"no such service: {path}")
         method = self.methods.get(path[len(PREFIX) :])
@@ -173,9 +167,7 @@ class TwirpService:
         self.manager.delete_room(req.room)
         return room_api.DeleteRoomResponse()
 
-    def list_participants(
-        self, req: room_api.ListParticipantsRequest, claims: Claims
-    ) -> Message:
+    def list_participants(self, req: room_api.ListParticipantsRequest, claims: Claims) -> Message:
         self._admin(claims, req.room)
         room = self.manager.require_room(req.room)
         return room_api.ListParticipantsResponse(
@@ -192,9 +184,7 @@ class TwirpService:
         room, sid = self._target(req.room, req.identity, claims)
         return room.participants[sid].info()
 
-    def remove_participant(
-        self, req: room_api.RoomParticipantIdentity, claims: Claims
-    ) -> Message:
+    def remove_participant(self, req: room_api.RoomParticipantIdentity, claims: Claims) -> Message:
         room, sid = self._target(req.room, req.identity, claims)
         self.manager.apply(
             room,
@@ -212,9 +202,7 @@ class TwirpService:
             self.manager.media.set_muted(req.track_sid, req.muted)
         return room_api.MuteRoomTrackResponse(track=pub.info)
 
-    def update_participant(
-        self, req: room_api.UpdateParticipantRequest, claims: Claims
-    ) -> Message:
+    def update_participant(self, req: room_api.UpdateParticipantRequest, claims: Claims) -> Message:
         room, sid = self._target(req.room, req.identity, claims)
         self.manager.apply(
             room,

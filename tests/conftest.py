@@ -4,6 +4,7 @@ SDKs run on asyncio) drive it the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -58,14 +59,18 @@ class RunningServer:
     ) -> str:
         video = VideoGrant(room_join=True, room=room, **grant)
         return mint_token(
-            API_KEY, API_SECRET, identity=identity, grant=video, name=name,
-            metadata=metadata, attributes=attributes, kind=kind,
+            API_KEY,
+            API_SECRET,
+            identity=identity,
+            grant=video,
+            name=name,
+            metadata=metadata,
+            attributes=attributes,
+            kind=kind,
         )
 
     def admin_token(self, room: str = "", **grant: Any) -> str:
-        video = VideoGrant(
-            room=room, room_admin=True, room_create=True, room_list=True, **grant
-        )
+        video = VideoGrant(room=room, room_admin=True, room_create=True, room_list=True, **grant)
         return mint_token(API_KEY, API_SECRET, identity="", grant=video)
 
 
@@ -98,10 +103,8 @@ def start_server(config: Config) -> RunningServer:
 
 
 def stop_server(running: RunningServer) -> None:
-    try:
+    with contextlib.suppress(trio.RunFinishedError):
         trio.from_thread.run(running.server.aclose, trio_token=running.token)
-    except trio.RunFinishedError:
-        pass
     running.thread.join(10)
 
 

@@ -30,9 +30,7 @@ class SignalClient:
         msg.ParseFromString(data)
         return msg
 
-    async def expect(
-        self, kind: str, timeout: float = DEFAULT_TIMEOUT_S
-    ) -> rtc.SignalResponse:
+    async def expect(self, kind: str, timeout: float = DEFAULT_TIMEOUT_S) -> rtc.SignalResponse:
         """The next message of ``kind``, keeping the others in order for later."""
         skipped: list[rtc.SignalResponse] = []
         try:

@@ -87,8 +87,10 @@ class RoomMachine(RuleBasedStateMachine):
             assert old.sid not in self.room.participants
 
     @precondition(lambda self: self.room.participants)
-    @rule(data=st.data(), reason=st.sampled_from([Reason.CLIENT_INITIATED,
-                                                    Reason.PARTICIPANT_REMOVED]))
+    @rule(
+        data=st.data(),
+        reason=st.sampled_from([Reason.CLIENT_INITIATED, Reason.PARTICIPANT_REMOVED]),
+    )
     def leave(self, data: st.DataObject, reason: int) -> None:
         sid = data.draw(st.sampled_from(self.sids()))
         self.apply(self.room.remove(sid, reason, now=self.now))
@@ -106,8 +108,12 @@ class RoomMachine(RuleBasedStateMachine):
     @rule(data=st.data(), cid=CIDS)
     def publish(self, data: st.DataObject, cid: str) -> None:
         sid = data.draw(st.sampled_from(self.sids()))
-        fx = self.room.add_track(sid, rtc.AddTrackRequest(
-            cid=cid, type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE))
+        fx = self.room.add_track(
+            sid,
+            rtc.AddTrackRequest(
+                cid=cid, type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE
+            ),
+        )
         self.apply(fx)
         assert fx.messages[-1][1].HasField("track_published")
 
@@ -198,15 +204,14 @@ def _first_for(fx: Effects, sid: str) -> int:
     return next(i for i, (to, _) in enumerate(fx.messages) if to == sid)
 
 
-RoomMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40,
-                                         deadline=None)
+RoomMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestRoomMachine = RoomMachine.TestCase
 
 
 def test_room_close_tells_everyone_and_unbinds() -> None:
     room = Room(name="r", created_at=0.0)
-    a, fx_a = room.join(identity="a", now=0)
-    b, fx_b = room.join(identity="b", now=0)
+    a, _ = room.join(identity="a", now=0)
+    b, _ = room.join(identity="b", now=0)
     room.add_track(a.sid, rtc.AddTrackRequest(cid="c", type=models.TrackType.AUDIO))
     _, live = room.track_live(a.sid, cid="c")
     assert [x.bind for x in live.bindings] == [True]

@@ -26,8 +26,12 @@ def _semver(v: str) -> tuple[int, ...]:
 
 
 async def test_join_response_is_first_and_complete(server: RunningServer) -> None:
-    async with connect(server.url, server.token_for(
-        "alice", name="Alice A", metadata="md", attributes={"k": "v"}, kind="agent")) as ws:
+    async with connect(
+        server.url,
+        server.token_for(
+            "alice", name="Alice A", metadata="md", attributes={"k": "v"}, kind="agent"
+        ),
+    ) as ws:
         client = SignalClient(ws)
         first = await client.recv()
         assert first.WhichOneof("message") == "join"
@@ -58,8 +62,13 @@ async def test_two_participants_see_each_other_and_leave(server: RunningServer) 
             assert [p.identity for p in join.other_participants] == ["alice"]
             seen = await alice.expect_update("bob")
             assert seen.sid == join.participant.sid
-            await bob.send(rtc.SignalRequest(leave=rtc.LeaveRequest(
-                reason=Reason.CLIENT_INITIATED, action=rtc.LeaveRequest.Action.DISCONNECT)))
+            await bob.send(
+                rtc.SignalRequest(
+                    leave=rtc.LeaveRequest(
+                        reason=Reason.CLIENT_INITIATED, action=rtc.LeaveRequest.Action.DISCONNECT
+                    )
+                )
+            )
             gone = await alice.expect_update("bob", lambda p: p.state == State.DISCONNECTED)
             assert gone.disconnect_reason == Reason.CLIENT_INITIATED
         room = await server.acall(server.server.room, "room1")
@@ -91,7 +100,8 @@ async def test_duplicate_identity_replaces_older_connection(server: RunningServe
                 assert leave.reason == Reason.DUPLICATE_IDENTITY
                 assert leave.action == rtc.LeaveRequest.Action.DISCONNECT
                 gone = await bob.expect_update(
-                    "alice", lambda p: p.sid == old_sid and p.state == State.DISCONNECTED)
+                    "alice", lambda p: p.sid == old_sid and p.state == State.DISCONNECTED
+                )
                 assert gone.disconnect_reason == Reason.DUPLICATE_IDENTITY
                 await bob.expect_update("alice", lambda p: p.sid == new_join.participant.sid)
                 room = await server.acall(server.server.room, "room1")
@@ -102,8 +112,11 @@ async def test_metadata_update_refused_without_grant(server: RunningServer) -> N
     async with connect(server.url, server.token_for("alice")) as ws:
         alice = SignalClient(ws)
         await alice.expect("join")
-        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
-            metadata="hi", request_id=7)))
+        await alice.send(
+            rtc.SignalRequest(
+                update_metadata=rtc.UpdateParticipantMetadata(metadata="hi", request_id=7)
+            )
+        )
         resp = (await alice.expect("request_response")).request_response
         assert resp.request_id == 7
         assert resp.reason == rtc.RequestResponse.Reason.NOT_ALLOWED
@@ -113,22 +126,31 @@ async def test_metadata_name_attributes_update_with_growing_versions(
     server: RunningServer,
 ) -> None:
     token = server.token_for("alice", can_update_own_metadata=True)
-    async with connect(server.url, token) as ws_a, connect(
-        server.url, server.token_for("bob")
-    ) as ws_b:
+    async with (
+        connect(server.url, token) as ws_a,
+        connect(server.url, server.token_for("bob")) as ws_b,
+    ):
         alice, bob = SignalClient(ws_a), SignalClient(ws_b)
         v0 = (await alice.expect("join")).join.participant.version
         await bob.expect("join")
-        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
-            metadata="m1", name="Alice", attributes={"a": "1", "b": "2"}, request_id=1)))
+        await alice.send(
+            rtc.SignalRequest(
+                update_metadata=rtc.UpdateParticipantMetadata(
+                    metadata="m1", name="Alice", attributes={"a": "1", "b": "2"}, request_id=1
+                )
+            )
+        )
         mine = await alice.expect_update("alice", lambda p: p.metadata == "m1")
         assert mine.name == "Alice" and dict(mine.attributes) == {"a": "1", "b": "2"}
         assert mine.version > v0
         theirs = await bob.expect_update("alice", lambda p: p.metadata == "m1")
         assert theirs.version == mine.version
         # An empty value deletes an attribute, as in LiveKit.
-        await alice.send(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
-            attributes={"a": ""}, request_id=2)))
+        await alice.send(
+            rtc.SignalRequest(
+                update_metadata=rtc.UpdateParticipantMetadata(attributes={"a": ""}, request_id=2)
+            )
+        )
         later = await bob.expect_update("alice", lambda p: "a" not in p.attributes)
         assert dict(later.attributes) == {"b": "2"} and later.version > theirs.version
 
@@ -146,9 +168,10 @@ async def test_ping_both_forms(server: RunningServer) -> None:
 
 
 async def test_bad_frames_are_ignored_and_session_survives(server: RunningServer) -> None:
-    async with connect(server.url, server.token_for("alice")) as ws_a, connect(
-        server.url, server.token_for("bob")
-    ) as ws_b:
+    async with (
+        connect(server.url, server.token_for("alice")) as ws_a,
+        connect(server.url, server.token_for("bob")) as ws_b,
+    ):
         alice, bob = SignalClient(ws_a), SignalClient(ws_b)
         await alice.expect("join")
         await bob.expect("join")
@@ -166,15 +189,29 @@ async def test_add_track_and_source_permission(server: RunningServer) -> None:
     async with connect(server.url, token) as ws:
         alice = SignalClient(ws)
         await alice.expect("join")
-        await alice.send(rtc.SignalRequest(add_track=rtc.AddTrackRequest(
-            cid="mic-1", name="mic", type=models.TrackType.AUDIO,
-            source=models.TrackSource.MICROPHONE)))
+        await alice.send(
+            rtc.SignalRequest(
+                add_track=rtc.AddTrackRequest(
+                    cid="mic-1",
+                    name="mic",
+                    type=models.TrackType.AUDIO,
+                    source=models.TrackSource.MICROPHONE,
+                )
+            )
+        )
         published = (await alice.expect("track_published")).track_published
         assert published.cid == "mic-1" and published.track.sid.startswith("TR_")
         assert published.track.source == models.TrackSource.MICROPHONE
-        await alice.send(rtc.SignalRequest(add_track=rtc.AddTrackRequest(
-            cid="cam-1", name="cam", type=models.TrackType.VIDEO,
-            source=models.TrackSource.CAMERA)))
+        await alice.send(
+            rtc.SignalRequest(
+                add_track=rtc.AddTrackRequest(
+                    cid="cam-1",
+                    name="cam",
+                    type=models.TrackType.VIDEO,
+                    source=models.TrackSource.CAMERA,
+                )
+            )
+        )
         refused = (await alice.expect("request_response")).request_response
         assert refused.reason == rtc.RequestResponse.Reason.NOT_ALLOWED
         assert refused.add_track.cid == "cam-1"
@@ -191,14 +228,16 @@ async def test_hidden_participant_is_not_announced(server: RunningServer) -> Non
                 bob_join = (await SignalClient(ws_b).expect("join")).join
                 assert [p.identity for p in bob_join.other_participants] == ["alice"]
         updates = await alice.drain()
-        identities = {p.identity for m in updates if m.HasField("update")
-                      for p in m.update.participants}
+        identities = {
+            p.identity for m in updates if m.HasField("update") for p in m.update.participants
+        }
         assert "bob" in identities and "ghost" not in identities
 
 
 async def test_reconnect_for_unknown_session_forces_full_rejoin(server: RunningServer) -> None:
-    async with connect(server.url, server.token_for("alice"), reconnect="1",
-                       sid="PA_unknown") as ws:
+    async with connect(
+        server.url, server.token_for("alice"), reconnect="1", sid="PA_unknown"
+    ) as ws:
         leave = (await SignalClient(ws).recv()).leave
         assert leave.reason == Reason.STATE_MISMATCH
         assert leave.action == rtc.LeaveRequest.Action.RECONNECT
@@ -219,10 +258,12 @@ def _bad_tokens() -> dict[str, str]:
     return {
         "wrong secret": mint_token(API_KEY, "x" * 40, identity="a", grant=good),
         "unknown key": mint_token("other", API_SECRET, identity="a", grant=good),
-        "expired": mint_token(API_KEY, API_SECRET, identity="a", grant=good,
-                              now=time.time() - 7200, ttl_s=60),
-        "no join grant": mint_token(API_KEY, API_SECRET, identity="a",
-                                    grant=VideoGrant(room="room1")),
+        "expired": mint_token(
+            API_KEY, API_SECRET, identity="a", grant=good, now=time.time() - 7200, ttl_s=60
+        ),
+        "no join grant": mint_token(
+            API_KEY, API_SECRET, identity="a", grant=VideoGrant(room="room1")
+        ),
         "garbage": "not.a.jwt",
     }
 
@@ -242,8 +283,10 @@ async def test_bad_tokens_get_401_before_upgrade(server: RunningServer, case: st
 async def test_http_routes(server: RunningServer) -> None:
     async with httpx.AsyncClient() as http:
         assert (await http.get(server.http_url + "/")).text == "OK"
-        ok = await http.get(f"{server.http_url}/rtc/validate",
-                            headers={"Authorization": "Bearer " + server.token_for("a")})
+        ok = await http.get(
+            f"{server.http_url}/rtc/validate",
+            headers={"Authorization": "Bearer " + server.token_for("a")},
+        )
         assert ok.status_code == 200 and ok.text == "success"
         v1 = await http.get(f"{server.http_url}/rtc/v1/validate")
         assert v1.status_code == 404
