@@ -1,0 +1,887 @@
+//! The sans-IO heart of the engine: peers, demux and forwarding, driven by
+//! commands, datagrams and time. No threads, no sockets (those live in `runloop`),
+//! so tests and benches can drive it directly.
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::{ChannelConfig, Reliability};
+use str0m::config::CryptoProvider;
+use str0m::crypto::dtls::DtlsCert;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
+
+use crate::demux::Demux;
+use crate::error::{EngineError, Result};
+use crate::event::MediaEvent;
+use crate::keyframe::{is_keyframe_start, CodecKind};
+use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
+use crate::router::{DownTrack, Router, Track, TrackKey};
+use crate::sdp;
+use crate::{Counters, PeerKey};
+
+/// The longest the run loop sleeps without looking at peers' timers.
+pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
+pub struct Core<S: Sink> {
+    sink: S,
+    /// The address we advertise in candidates and hand to str0m as destination.
+    local_addr: SocketAddr,
+    crypto: Arc<CryptoProvider>,
+    cert: Option<DtlsCert>,
+    peers: HashMap<PeerKey, Peer>,
+    names: HashMap<String, PeerKey>,
+    next_key: PeerKey,
+    demux: Demux,
+    router: Router,
+    /// str0m events awaiting handling; filled by `Peer::drain`.
+    work: Vec<(PeerKey, Event)>,
+    work_queue: VecDeque<(PeerKey, Event)>,
+    /// Events for the control plane.
+    pub events: Vec<MediaEvent>,
+    pub counters: Counters,
+    seed: u64,
+}
+
+impl<S: Sink> Core<S> {
+    /// A core that advertises `local_addr` and sends through `sink`.
+    pub fn new(sink: S, local_addr: SocketAddr) -> Self {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        // One certificate for all peers: generating one costs a key pair per peer.
+        let cert = crypto.dtls_provider.generate_certificate();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed);
+        Self {
+            sink,
+            local_addr,
+            crypto,
+            cert,
+            peers: HashMap::new(),
+            names: HashMap::new(),
+            next_key: 1,
+            demux: Demux::default(),
+            router: Router::default(),
+            work: Vec::new(),
+            work_queue: VecDeque::new(),
+            events: Vec::new(),
+            counters: Counters::default(),
+            seed,
+        }
+    }
+
+    /// Where datagrams go.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// The advertised local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        // xorshift64*: cheap, good enough for initial seq/ts randomisation.
+        let mut x = self.seed;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn rtc_config(&self) -> RtcConfig {
+        let mut cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true);
+        if let Some(cert) = &self.cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        cfg
+    }
+
+    fn key_of(&self, peer_id: &str) -> Result<PeerKey> {
+        self.names
+            .get(peer_id)
+            .copied()
+            .ok_or_else(|| EngineError::UnknownPeer(peer_id.to_string()))
+    }
+
+    fn peer_mut(&mut self, peer_id: &str) -> Result<&mut Peer> {
+        let key = self.key_of(peer_id)?;
+        Ok(self.peers.get_mut(&key).expect("names and peers are kept in step"))
+    }
+
+    fn peer_with_role(&mut self, peer_id: &str, role: Role) -> Result<&mut Peer> {
+        let peer = self.peer_mut(peer_id)?;
+        if peer.role != role {
+            return Err(EngineError::WrongPeerRole {
+                peer: peer_id.to_string(),
+                expected: match role {
+                    Role::Publisher => "publisher",
+                    Role::Subscriber => "subscriber",
+                },
+            });
+        }
+        Ok(peer)
+    }
+
+    /// Drain one peer's output into the work list.
+    fn drain(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.drain(&mut self.sink, &mut self.work, &mut self.counters) {
+            self.fail_peer(key, "webrtc error");
+        }
+    }
+
+    fn fail_peer(&mut self, key: PeerKey, reason: &str) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.closed {
+            peer.closed = true;
+            peer.rtc.disconnect();
+            self.events.push(MediaEvent::PeerClosed {
+                peer_id: peer.id.clone(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Create a peer. Subscriber peers get their data channels in the first offer.
+    pub fn add_peer(&mut self, peer_id: &str, role: Role, now: Instant) -> Result<()> {
+        if self.names.contains_key(peer_id) {
+            return Err(EngineError::PeerExists(peer_id.to_string()));
+        }
+        let mut rtc = self.rtc_config().build(now);
+        let candidate = Candidate::host(self.local_addr, "udp")
+            .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        self.demux.add_peer(ufrag, key);
+        self.names.insert(peer_id.to_string(), key);
+        self.peers
+            .insert(key, Peer::new(peer_id.to_string(), key, role, rtc, now));
+        self.drain(key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Close and forget a peer, its published tracks and its subscriptions. Idempotent.
+    pub fn remove_peer(&mut self, peer_id: &str, now: Instant) {
+        let Some(key) = self.names.remove(peer_id) else { return };
+        self.demux.remove_peer(key);
+        let published: Vec<TrackKey> = self
+            .router
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher == key)
+            .map(|(k, _)| *k)
+            .collect();
+        for tk in published {
+            self.unpublish_key(tk);
+        }
+        for t in self.router.tracks.values_mut() {
+            t.downs.retain(|d| d.sub != key);
+        }
+        self.router.by_sub_mid.retain(|(p, _), _| *p != key);
+        if let Some(mut peer) = self.peers.remove(&key) {
+            peer.closed = true;
+            // Best effort close_notify/BYE; the peer is gone either way.
+            let _ = peer.rtc.close();
+            let mut scratch = Vec::new();
+            let _ = peer.drain(&mut self.sink, &mut scratch, &mut self.counters);
+        }
+        self.process(now);
+    }
+
+    /// Publisher: apply the client's offer, return our answer.
+    pub fn accept_offer(&mut self, peer_id: &str, offer_sdp: &str, now: Instant) -> Result<String> {
+        let peer = self.peer_with_role(peer_id, Role::Publisher)?;
+        let offer = SdpOffer::from_sdp_string(offer_sdp)
+            .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
+        for (mid, track) in sdp::msid_tracks_by_mid(offer_sdp) {
+            peer.msid_by_mid.insert(mid, track);
+        }
+        let key = peer.key;
+        self.drain(key);
+        self.process(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Subscriber: an offer with the data channels, current down tracks and
+    /// directions. Errors with `NothingToNegotiate` when nothing changed.
+    pub fn create_offer(&mut self, peer_id: &str, now: Instant) -> Result<String> {
+        let key = self.key_of(peer_id)?;
+        self.peer_with_role(peer_id, Role::Subscriber)?;
+        let peer = self.peers.get_mut(&key).expect("checked above");
+
+        // Directions wanted for existing m-lines, read before the SdpApi borrow.
+        let mut directions: Vec<(Mid, Direction)> = Vec::new();
+        let mut to_add: Vec<(TrackKey, MediaKind, String, String)> = Vec::new();
+        for (tk, t) in &self.router.tracks {
+            for d in t.downs.iter().filter(|d| d.sub == key) {
+                match d.mid {
+                    None if d.active => {
+                        to_add.push((*tk, t.kind, d.stream_id.clone(), t.id.clone()))
+                    }
+                    None => {}
+                    Some(mid) => {
+                        let want = if d.active { Direction::SendOnly } else { Direction::Inactive };
+                        if peer.rtc.media(mid).map(|m| m.direction()) != Some(want) {
+                            directions.push((mid, want));
+                        }
+                    }
+                }
+            }
+        }
+        for mid in peer.orphan_mids.drain(..) {
+            if peer.rtc.media(mid).map(|m| m.direction()) != Some(Direction::Inactive) {
+                directions.push((mid, Direction::Inactive));
+            }
+        }
+
+        let mut api = peer.rtc.sdp_api();
+        if !peer.channels_offered {
+            api.add_channel_with_config(ChannelConfig {
+                label: LABEL_RELIABLE.to_string(),
+                ordered: true,
+                reliability: Reliability::Reliable,
+                ..Default::default()
+            });
+            api.add_channel_with_config(ChannelConfig {
+                label: LABEL_LOSSY.to_string(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                ..Default::default()
+            });
+        }
+        let mut added = Vec::new();
+        for (tk, kind, stream_id, track_id) in to_add {
+            let mid = api.add_media(kind, Direction::SendOnly, Some(stream_id), Some(track_id), None);
+            added.push((tk, mid));
+        }
+        for (mid, dir) in directions {
+            api.set_direction(mid, dir);
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Err(EngineError::NothingToNegotiate(peer_id.to_string()));
+        };
+        peer.channels_offered = true;
+        peer.pending_offer = Some(pending);
+        for (tk, mid) in added {
+            self.router.by_sub_mid.insert((key, mid), tk);
+            if let Some(d) = self
+                .router
+                .tracks
+                .get_mut(&tk)
+                .and_then(|t| t.downs.iter_mut().find(|d| d.sub == key))
+            {
+                d.mid = Some(mid);
+                d.tx_ssrc = None;
+            }
+        }
+        self.drain(key);
+        self.process(now);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Subscriber: apply the client's answer to our last offer.
+    pub fn accept_answer(&mut self, peer_id: &str, answer_sdp: &str, now: Instant) -> Result<()> {
+        let peer = self.peer_mut(peer_id)?;
+        let answer = SdpAnswer::from_sdp_string(answer_sdp)
+            .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
+        let pending = peer
+            .pending_offer
+            .take()
+            .ok_or_else(|| EngineError::NoPendingOffer(peer_id.to_string()))?;
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
+        let key = peer.key;
+        // Outgoing pts may have changed: relearn them.
+        for t in self.router.tracks.values_mut() {
+            for d in t.downs.iter_mut().filter(|d| d.sub == key) {
+                d.pt_map.clear();
+                d.tx_ssrc = None;
+            }
+        }
+        self.drain(key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Add a trickled remote candidate.
+    pub fn add_remote_candidate(&mut self, peer_id: &str, line: &str, now: Instant) -> Result<()> {
+        let peer = self.peer_mut(peer_id)?;
+        let c = sdp::parse_candidate(line)?;
+        peer.rtc.add_remote_candidate(c);
+        let key = peer.key;
+        self.drain(key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Our candidates, as `candidate:...` lines.
+    pub fn local_candidates(&mut self, peer_id: &str) -> Result<Vec<String>> {
+        self.key_of(peer_id)?;
+        let c = Candidate::host(self.local_addr, "udp")
+            .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
+        Ok(vec![c.to_sdp_string()])
+    }
+
+    /// Bind a publisher m-line to a server track id.
+    pub fn publish_track(&mut self, publisher: &str, mid: &str, track_id: &str, now: Instant) -> Result<()> {
+        if self.router.key_of(track_id).is_some() {
+            return Err(EngineError::TrackExists(track_id.to_string()));
+        }
+        let peer = self.peer_with_role(publisher, Role::Publisher)?;
+        let m: Mid = mid.into();
+        let Some(media) = peer.rtc.media(m) else {
+            return Err(EngineError::UnknownMid { peer: publisher.to_string(), mid: mid.to_string() });
+        };
+        let kind = media.kind();
+        let codecs = peer
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .map(|p| (p.pt(), CodecKind::from_codec(p.spec().codec)))
+            .collect();
+        let key = peer.key;
+        let seen: Vec<(str0m::rtp::Ssrc, Option<Rid>)> = peer
+            .rx_ssrc
+            .iter()
+            .filter(|(_, (mm, _))| *mm == m)
+            .map(|(ssrc, (_, rid))| (*ssrc, *rid))
+            .collect();
+        if let Some(old) = self.router.by_pub_mid.get(&(key, m)).copied() {
+            // The m-line was recycled for a new track: the old binding ends.
+            self.unpublish_key(old);
+        }
+        let mut track = Track {
+            id: track_id.to_string(),
+            publisher: key,
+            mid: m,
+            kind,
+            muted: false,
+            layers: Vec::new(),
+            downs: Vec::new(),
+            codecs,
+        };
+        // Layers that already carried media before the binding.
+        for (ssrc, rid) in seen {
+            track.saw_layer(rid, ssrc, now);
+        }
+        self.router.publish(track);
+        Ok(())
+    }
+
+    fn unpublish_key(&mut self, tk: TrackKey) {
+        let Some(track) = self.router.unpublish(tk) else { return };
+        for d in track.downs {
+            if let (Some(mid), Some(peer)) = (d.mid, self.peers.get_mut(&d.sub)) {
+                peer.orphan_mids.push(mid);
+            }
+        }
+    }
+
+    /// Stop forwarding a track and forget it.
+    pub fn unpublish_track(&mut self, track_id: &str) -> Result<()> {
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        self.unpublish_key(tk);
+        Ok(())
+    }
+
+    /// Start (or resume) forwarding a track to a subscriber peer.
+    pub fn subscribe(&mut self, subscriber: &str, track_id: &str, stream_id: &str, now: Instant) -> Result<()> {
+        let sub = self.key_of(subscriber)?;
+        self.peer_with_role(subscriber, Role::Subscriber)?;
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let seed = self.next_seed();
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        match track.downs.iter_mut().find(|d| d.sub == sub) {
+            Some(d) => {
+                d.active = true;
+                d.pause();
+            }
+            None => track
+                .downs
+                .push(DownTrack::new(sub, stream_id.to_string(), track.kind, seed)),
+        }
+        self.request_keyframes(tk, now);
+        Ok(())
+    }
+
+    /// Stop forwarding at once; the m-line turns inactive in the next offer.
+    pub fn unsubscribe(&mut self, subscriber: &str, track_id: &str) -> Result<()> {
+        let sub = self.key_of(subscriber)?;
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        if let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) {
+            d.active = false;
+            d.pause();
+        }
+        Ok(())
+    }
+
+    /// Muted tracks forward nothing; unmuting waits for a keyframe (video).
+    pub fn set_muted(&mut self, track_id: &str, muted: bool, now: Instant) -> Result<()> {
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        if track.muted == muted {
+            return Ok(());
+        }
+        track.muted = muted;
+        for d in &mut track.downs {
+            d.pause();
+        }
+        if !muted {
+            self.request_keyframes(tk, now);
+        }
+        Ok(())
+    }
+
+    /// Choose the simulcast quality (0 LOW, 1 MEDIUM, 2 HIGH) for one subscriber.
+    pub fn set_layer(&mut self, subscriber: &str, track_id: &str, quality: i64, now: Instant) -> Result<()> {
+        if !(0..=2).contains(&quality) {
+            return Err(EngineError::BadLayer(quality));
+        }
+        let sub = self.key_of(subscriber)?;
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) else {
+            return Err(EngineError::UnknownTrack(track_id.to_string()));
+        };
+        d.quality = quality as u8;
+        if let Some(rid) = track.select_rid(quality as u8, now) {
+            self.request_keyframe_for(tk, rid, now);
+        }
+        Ok(())
+    }
+
+    /// Send a message on the peer's `_reliable` or `_lossy` channel.
+    pub fn send_data(&mut self, peer_id: &str, reliable: bool, payload: &[u8], now: Instant) -> Result<()> {
+        let peer = self.peer_mut(peer_id)?;
+        let label = if reliable { LABEL_RELIABLE } else { LABEL_LOSSY };
+        let id = if reliable { peer.reliable } else { peer.lossy };
+        let not_open = || EngineError::ChannelNotOpen { peer: peer_id.to_string(), label };
+        let id = id.ok_or_else(not_open)?;
+        let mut ch = peer.rtc.channel(id).ok_or_else(not_open)?;
+        ch.write(true, payload)?;
+        let key = peer.key;
+        self.drain(key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        vec![
+            ("packets_in", c.packets_in),
+            ("bytes_in", c.bytes_in),
+            ("packets_out", c.packets_out),
+            ("bytes_out", c.bytes_out),
+            ("rtp_in", c.rtp_in),
+            ("rtp_forwarded", c.rtp_forwarded),
+            ("rtp_dropped", c.rtp_dropped),
+            ("keyframe_requests", c.keyframe_requests),
+            ("unroutable", c.unroutable),
+            ("bad_datagrams", c.bad_datagrams),
+            ("peers", self.peers.len() as u64),
+            ("tracks", self.router.tracks.len() as u64),
+            ("addresses", self.demux.addr_count() as u64),
+        ]
+    }
+
+    // ------------------------------------------------------------- network/time
+
+    /// Feed one datagram from the shared socket.
+    pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        let Some(key) = self.demux.route(source, data) else {
+            self.counters.unroutable += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.closed {
+            return;
+        }
+        let Ok(contents) = data.try_into() else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        if let Err(e) = peer.rtc.handle_input(input) {
+            // Remote bytes are not allowed to kill a peer: count and carry on.
+            self.counters.bad_datagrams += 1;
+            tracing::debug!(peer = %peer.id, "handle_input: {e}");
+        }
+        self.drain(key);
+        self.process(now);
+    }
+
+    /// Give due peers their timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerKey> = self
+            .peers
+            .values()
+            .filter(|p| p.next_timeout <= now)
+            .map(|p| p.key)
+            .collect();
+        for key in due {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(peer = %peer.id, "timeout: {e}");
+                }
+                if !peer.rtc.is_alive() && !peer.closed {
+                    self.fail_peer(key, "closed");
+                }
+            }
+            self.drain(key);
+        }
+        self.process(now);
+    }
+
+    /// When `handle_timeout` should next run.
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        let cap = now + MAX_SLEEP;
+        self.peers
+            .values()
+            .filter(|p| !p.closed)
+            .map(|p| p.next_timeout)
+            .min()
+            .unwrap_or(cap)
+            .min(cap)
+    }
+
+    // --------------------------------------------------------------- events
+
+    /// Handle every pending str0m event, including ones raised while handling.
+    fn process(&mut self, now: Instant) {
+        loop {
+            self.work_queue.extend(self.work.drain(..));
+            let Some((key, ev)) = self.work_queue.pop_front() else { break };
+            self.handle_event(key, ev, now);
+        }
+    }
+
+    fn handle_event(&mut self, key: PeerKey, ev: Event, now: Instant) {
+        match ev {
+            Event::RtpPacket(pkt) => self.forward(key, pkt, now),
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if !p.connected {
+                        p.connected = true;
+                        self.events.push(MediaEvent::PeerConnected { peer_id: p.id.clone() });
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail_peer(key, "ice disconnected")
+            }
+            Event::Closed => self.fail_peer(key, "closed by remote"),
+            Event::ChannelOpen(id, label) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    let reliable = match label.as_str() {
+                        LABEL_RELIABLE => true,
+                        LABEL_LOSSY => false,
+                        _ => return,
+                    };
+                    p.channels.insert(id, reliable);
+                    if reliable {
+                        p.reliable = Some(id);
+                    } else {
+                        p.lossy = Some(id);
+                    }
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.channels.remove(&id);
+                    if p.reliable == Some(id) {
+                        p.reliable = None;
+                    }
+                    if p.lossy == Some(id) {
+                        p.lossy = None;
+                    }
+                }
+            }
+            Event::ChannelData(d) => {
+                if let Some(p) = self.peers.get(&key) {
+                    if let Some(&reliable) = p.channels.get(&d.id) {
+                        self.events.push(MediaEvent::DataReceived {
+                            peer_id: p.id.clone(),
+                            reliable,
+                            payload: d.data,
+                        });
+                    }
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                // A subscriber lost a picture: ask the publisher of that m-line.
+                if let Some(&tk) = self.router.by_sub_mid.get(&(key, req.mid)) {
+                    let rid = self
+                        .router
+                        .tracks
+                        .get(&tk)
+                        .and_then(|t| t.downs.iter().find(|d| d.sub == key))
+                        .filter(|d| d.rewriter.started())
+                        .map(|d| d.current_rid);
+                    if let Some(rid) = rid {
+                        self.request_keyframe_for(tk, rid, now);
+                    }
+                }
+            }
+            Event::StreamPaused(p) => {
+                if let Some(&tk) = self.router.by_pub_mid.get(&(key, p.mid)) {
+                    if let Some(t) = self.router.tracks.get_mut(&tk) {
+                        if let Some(l) = t.layers.iter_mut().find(|l| l.rid == p.rid) {
+                            l.paused = p.paused;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Request a keyframe on every layer some active subscriber waits for.
+    fn request_keyframes(&mut self, tk: TrackKey, now: Instant) {
+        let Some(track) = self.router.tracks.get(&tk) else { return };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let mut rids: Vec<Option<Rid>> = track
+            .downs
+            .iter()
+            .filter(|d| d.active)
+            .filter_map(|d| track.select_rid(d.quality, now))
+            .collect();
+        rids.dedup();
+        for rid in rids {
+            self.request_keyframe_for(tk, rid, now);
+        }
+    }
+
+    fn request_keyframe_for(&mut self, tk: TrackKey, rid: Option<Rid>, now: Instant) {
+        let Some(track) = self.router.tracks.get_mut(&tk) else { return };
+        if track.kind != MediaKind::Video || !track.keyframe_request_due(rid, now) {
+            return;
+        }
+        let (publisher, mid) = (track.publisher, track.mid);
+        let Some(peer) = self.peers.get_mut(&publisher) else { return };
+        let mut api = peer.rtc.direct_api();
+        if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.counters.keyframe_requests += 1;
+        }
+        let _ = peer.rtc.handle_input(Input::Timeout(now));
+        self.drain(publisher);
+    }
+
+    // ------------------------------------------------------------- forwarding
+
+    /// Fan one incoming RTP packet out to the track's subscribers.
+    fn forward(&mut self, publisher: PeerKey, pkt: RtpPacket, now: Instant) {
+        self.counters.rtp_in += 1;
+        let ssrc = pkt.header.ssrc;
+        let Some(peer) = self.peers.get_mut(&publisher) else { return };
+        let (mid, rid) = match peer.rx_ssrc.get(&ssrc) {
+            Some(v) => *v,
+            None => {
+                let mut api = peer.rtc.direct_api();
+                let Some(rx) = api.stream_rx(&ssrc) else { return };
+                let v = (rx.mid(), rx.rid());
+                peer.rx_ssrc.insert(ssrc, v);
+                v
+            }
+        };
+        if !peer.arrived.contains(&mid) {
+            peer.arrived.insert(mid);
+            let kind = peer.rtc.media(mid).map(|m| m.kind());
+            let codec = peer
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.pt() == pkt.header.payload_type)
+                .map(|p| CodecKind::from_codec(p.spec().codec).name())
+                .unwrap_or("unknown");
+            let track_id = peer
+                .msid_by_mid
+                .get(mid.to_string().as_str())
+                .cloned()
+                .or_else(|| peer.rtc.media(mid).map(|m| m.track_id().to_string()))
+                .unwrap_or_default();
+            self.events.push(MediaEvent::TrackArrived {
+                peer_id: peer.id.clone(),
+                mid: mid.to_string(),
+                track_id,
+                kind: if kind == Some(MediaKind::Audio) { "audio" } else { "video" },
+                rid: rid.map(|r| r.to_string()),
+                codec: codec.to_string(),
+            });
+        }
+        let Some(&tk) = self.router.by_pub_mid.get(&(publisher, mid)) else { return };
+
+        let Core { router, peers, sink, work, counters, .. } = self;
+        let Some(track) = router.tracks.get_mut(&tk) else { return };
+        track.saw_layer(rid, ssrc, now);
+        if track.muted || track.downs.is_empty() {
+            return;
+        }
+        let pt = pkt.header.payload_type;
+        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
+        let video = track.kind == MediaKind::Video;
+        let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);
+        let in_seq: u64 = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
+
+        for i in 0..track.downs.len() {
+            let wanted = track.select_rid(track.downs[i].quality, now);
+            let d = &mut track.downs[i];
+            if !d.active || d.mid.is_none() {
+                continue;
+            }
+            let on_current = d.rewriter.started() && d.current_ssrc == Some(ssrc);
+            if !on_current {
+                if wanted != Some(rid) {
+                    continue;
+                }
+                // Start, resume or switch layer: only where a decoder can start.
+                if video && codec.needs_keyframe() && !keyframe {
+                    want_keyframe.push(rid);
+                    continue;
+                }
+                d.rewriter.switch(in_seq, in_ts, now);
+                d.current_rid = rid;
+                d.current_ssrc = Some(ssrc);
+            } else if wanted.is_some() && wanted != Some(rid) {
+                // Keep sending this layer until the wanted one has a keyframe.
+                if let Some(w) = wanted {
+                    want_keyframe.push(w);
+                }
+            }
+            let Some((out_seq, out_ts)) = d.rewriter.map(in_seq, in_ts, now) else {
+                counters.rtp_dropped += 1;
+                continue;
+            };
+            let Some(sub) = peers.get_mut(&d.sub) else { continue };
+            if sub.closed {
+                continue;
+            }
+            let mid = d.mid.expect("checked above");
+            let out_pt = match d.pt_map.iter().find(|(i, _)| *i == pt) {
+                Some((_, o)) => *o,
+                None => {
+                    let o = map_pt(&sub.rtc, mid, codec);
+                    d.pt_map.push((pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                counters.rtp_dropped += 1;
+                continue;
+            };
+            let mut api = sub.rtc.direct_api();
+            if d.tx_ssrc.is_none() {
+                d.tx_ssrc = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc());
+            }
+            let Some(tx_ssrc) = d.tx_ssrc else {
+                counters.rtp_dropped += 1;
+                continue;
+            };
+            let Some(tx) = api.stream_tx(&tx_ssrc) else {
+                d.tx_ssrc = None;
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(out_pt, SeqNo::from(out_seq), out_ts, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(video),
+            );
+            counters.rtp_forwarded += 1;
+            if let Err(e) = sub.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(peer = %sub.id, "timeout after write: {e}");
+            }
+            if !sub.drain(sink, work, counters) {
+                tracing::debug!(peer = %sub.id, "drain after write failed");
+            }
+        }
+        let mut seen: Vec<Option<Rid>> = Vec::new();
+        for rid in want_keyframe {
+            if seen.contains(&rid) {
+                continue;
+            }
+            seen.push(rid);
+            self.request_keyframe_for(tk, rid, now);
+        }
+    }
+}
+
+/// The subscriber-side payload type for an incoming packet's codec.
+fn map_pt(sub: &Rtc, mid: Mid, codec: CodecKind) -> Option<str0m::media::Pt> {
+    let media = sub.media(mid)?;
+    let remote = media.remote_pts();
+    sub.codec_config()
+        .params()
+        .iter()
+        .filter(|p| remote.is_empty() || remote.contains(&p.pt()))
+        .find(|p| CodecKind::from_codec(p.spec().codec) == codec)
+        .map(|p| p.pt())
+}

@@ -1,0 +1,110 @@
+//! One PeerConnection: a str0m `Rtc` plus what the engine knows about it.
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::channel::ChannelId;
+use str0m::media::{Mid, Rid};
+use str0m::rtp::Ssrc;
+use str0m::{Event, Output, Rtc};
+
+use crate::PeerKey;
+
+/// Which of the participant's two PeerConnections this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Client offers, server answers; media flows in.
+    Publisher,
+    /// Server offers, client answers; media flows out.
+    Subscriber,
+}
+
+/// Labels of LiveKit's data channels.
+pub const LABEL_RELIABLE: &str = "_reliable";
+pub const LABEL_LOSSY: &str = "_lossy";
+
+/// Where `poll_output` sends datagrams.
+pub trait Sink {
+    /// Send one datagram; failures are dropped (UDP).
+    fn send(&mut self, dest: SocketAddr, data: &[u8]);
+}
+
+/// A peer and its negotiation/forwarding side tables.
+pub struct Peer {
+    pub id: String,
+    pub key: PeerKey,
+    pub role: Role,
+    pub rtc: Rtc,
+    pub next_timeout: Instant,
+    pub connected: bool,
+    /// PeerClosed was emitted (or the peer is being removed): stay quiet.
+    pub closed: bool,
+    /// Open data channels by label kind (reliable = true).
+    pub channels: HashMap<ChannelId, bool>,
+    pub reliable: Option<ChannelId>,
+    pub lossy: Option<ChannelId>,
+    /// Subscriber: the server's data channels were put in an offer.
+    pub channels_offered: bool,
+    pub pending_offer: Option<SdpPendingOffer>,
+    /// Publisher: msid track id per mid from the latest remote offer.
+    pub msid_by_mid: HashMap<String, String>,
+    /// Publisher: mids already reported with TrackArrived.
+    pub arrived: HashSet<Mid>,
+    /// Publisher: (mid, rid) per incoming SSRC, cached from str0m's stream table.
+    pub rx_ssrc: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Subscriber: m-lines whose track went away, to turn inactive in the next offer.
+    pub orphan_mids: Vec<Mid>,
+}
+
+impl Peer {
+    /// Wrap a configured `Rtc`.
+    pub fn new(id: String, key: PeerKey, role: Role, rtc: Rtc, now: Instant) -> Self {
+        Self {
+            id,
+            key,
+            role,
+            rtc,
+            next_timeout: now,
+            connected: false,
+            closed: false,
+            channels: HashMap::new(),
+            reliable: None,
+            lossy: None,
+            channels_offered: false,
+            pending_offer: None,
+            msid_by_mid: HashMap::new(),
+            arrived: HashSet::new(),
+            rx_ssrc: HashMap::new(),
+            orphan_mids: Vec::new(),
+        }
+    }
+
+    /// Drain `poll_output` to its timeout: transmit datagrams, collect events.
+    /// Returns false when str0m reported an error (the peer is unusable).
+    pub fn drain<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        events: &mut Vec<(PeerKey, Event)>,
+        tx: &mut crate::Counters,
+    ) -> bool {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return true;
+                }
+                Ok(Output::Transmit(t)) => {
+                    tx.packets_out += 1;
+                    tx.bytes_out += t.contents.len() as u64;
+                    sink.send(t.destination, &t.contents);
+                }
+                Ok(Output::Event(e)) => events.push((self.key, e)),
+                Err(e) => {
+                    tracing::debug!(peer = %self.id, "poll_output failed: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Who forwards to whom: published tracks, their simulcast layers and the
+//! per-subscriber down tracks with their forwarding state. Pure bookkeeping and
+//! decisions; the str0m calls live in `core`.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
+
+use crate::keyframe::CodecKind;
+use crate::rewrite::Rewriter;
+use crate::PeerKey;
+
+/// Index of a published track.
+pub type TrackKey = u32;
+
+/// Minimum spacing of keyframe requests sent to a publisher for one layer: a
+/// keyframe costs several frames of bitrate, and libwebrtc itself rate-limits.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A layer that has not carried media for this long is not chosen for a
+/// subscriber (simulcast layers pause when the publisher lacks bandwidth).
+pub const LAYER_STALE_AFTER: Duration = Duration::from_millis(1500);
+
+/// rids of LiveKit's simulcast qualities LOW, MEDIUM, HIGH.
+pub const QUALITY_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// One incoming encoding of a track (a simulcast layer, or the only one).
+#[derive(Debug)]
+pub struct Layer {
+    pub rid: Option<Rid>,
+    pub ssrc: Ssrc,
+    pub last_seen: Instant,
+    pub paused: bool,
+    pub last_keyframe_request: Option<Instant>,
+}
+
+impl Layer {
+    /// Quality index of the rid: q/h/f as LiveKit, unknown rids by order seen.
+    fn quality(&self) -> u8 {
+        match self.rid.as_deref() {
+            Some("q") => 0,
+            Some("h") => 1,
+            Some("f") | None => 2,
+            Some(_) => 1,
+        }
+    }
+}
+
+/// A publisher m-line bound to a server track id.
+#[derive(Debug)]
+pub struct Track {
+    pub id: String,
+    pub publisher: PeerKey,
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub muted: bool,
+    pub layers: Vec<Layer>,
+    pub downs: Vec<DownTrack>,
+    /// Codec per incoming payload type, learnt from the publisher's negotiation.
+    pub codecs: Vec<(Pt, CodecKind)>,
+}
+
+/// Forwarding state of one track towards one subscriber peer.
+#[derive(Debug)]
+pub struct DownTrack {
+    pub sub: PeerKey,
+    pub stream_id: String,
+    /// False after unsubscribe: the m-line stays, nothing is sent.
+    pub active: bool,
+    /// Subscriber m-line, once an offer carried it.
+    pub mid: Option<Mid>,
+    pub tx_ssrc: Option<Ssrc>,
+    /// Requested quality 0..=2.
+    pub quality: u8,
+    /// Layer currently forwarded (only meaningful when `rewriter.started()`).
+    pub current_rid: Option<Rid>,
+    pub current_ssrc: Option<Ssrc>,
+    pub rewriter: Rewriter,
+    /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated there).
+    pub pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+impl DownTrack {
+    /// A fresh down track; the mapping starts on the first usable packet.
+    pub fn new(sub: PeerKey, stream_id: String, kind: MediaKind, seed: u64) -> Self {
+        let clock = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
+        Self {
+            sub,
+            stream_id,
+            active: true,
+            mid: None,
+            tx_ssrc: None,
+            quality: 2,
+            current_rid: None,
+            current_ssrc: None,
+            rewriter: Rewriter::new(clock, seed),
+            pt_map: Vec::new(),
+        }
+    }
+
+    /// Stop forwarding until the next switch point (keyframe for video).
+    pub fn pause(&mut self) {
+        self.rewriter.stop();
+        self.current_ssrc = None;
+    }
+}
+
+impl Track {
+    /// Record that a packet of layer (rid, ssrc) arrived.
+    pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, now: Instant) {
+        if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) {
+            l.last_seen = now;
+            l.ssrc = ssrc;
+            l.paused = false;
+        } else {
+            self.layers.push(Layer {
+                rid,
+                ssrc,
+                last_seen: now,
+                paused: false,
+                last_keyframe_request: None,
+            });
+        }
+    }
+
+    /// The layer a subscriber asking for `quality` should get: the best live
+    /// layer not above it, else the lowest live layer, else any known layer.
+    pub fn select_rid(&self, quality: u8, now: Instant) -> Option<Option<Rid>> {
+        let live = |l: &&Layer| !l.paused && now.saturating_duration_since(l.last_seen) < LAYER_STALE_AFTER;
+        let best_below = self
+            .layers
+            .iter()
+            .filter(live)
+            .filter(|l| l.quality() <= quality)
+            .max_by_key(|l| l.quality());
+        let lowest = || self.layers.iter().filter(live).min_by_key(|l| l.quality());
+        let any = || self.layers.iter().min_by_key(|l| l.quality());
+        best_below.or_else(lowest).or_else(any).map(|l| l.rid)
+    }
+
+    /// Whether a keyframe request for this layer may go out now (and note it).
+    pub fn keyframe_request_due(&mut self, rid: Option<Rid>, now: Instant) -> bool {
+        let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) else {
+            // No media seen on it yet: nothing to throttle against.
+            return true;
+        };
+        match l.last_keyframe_request {
+            Some(t) if now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL => false,
+            _ => {
+                l.last_keyframe_request = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Codec of an incoming payload type, if known.
+    pub fn codec_of(&self, pt: Pt) -> Option<CodecKind> {
+        self.codecs.iter().find(|(p, _)| *p == pt).map(|(_, c)| *c)
+    }
+}
+
+/// All tracks and their lookup tables.
+#[derive(Debug, Default)]
+pub struct Router {
+    pub tracks: HashMap<TrackKey, Track>,
+    pub by_id: HashMap<String, TrackKey>,
+    pub by_pub_mid: HashMap<(PeerKey, Mid), TrackKey>,
+    pub by_sub_mid: HashMap<(PeerKey, Mid), TrackKey>,
+    next: TrackKey,
+}
+
+impl Router {
+    /// Bind a publisher m-line to a track id.
+    pub fn publish(&mut self, track: Track) -> TrackKey {
+        let key = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.by_id.insert(track.id.clone(), key);
+        self.by_pub_mid.insert((track.publisher, track.mid), key);
+        self.tracks.insert(key, track);
+        key
+    }
+
+    /// Remove a track; returns it so the caller can retire subscriber m-lines.
+    pub fn unpublish(&mut self, key: TrackKey) -> Option<Track> {
+        let track = self.tracks.remove(&key)?;
+        self.by_id.remove(&track.id);
+        self.by_pub_mid.remove(&(track.publisher, track.mid));
+        self.by_sub_mid.retain(|_, k| *k != key);
+        Some(track)
+    }
+
+    /// Track key by server track id.
+    pub fn key_of(&self, id: &str) -> Option<TrackKey> {
+        self.by_id.get(id).copied()
+    }
+}

@@ -1,0 +1,309 @@
+//! In-process str0m clients (full ICE, as a browser) against the engine over
+//! loopback UDP.
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use pysfu_engine::{Engine, EngineConfig, MediaEvent, Role};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+struct Client {
+    rtc: Rtc,
+    sock: UdpSocket,
+    addr: SocketAddr,
+    events: Vec<Event>,
+}
+
+impl Client {
+    fn new() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        Self { rtc, sock, addr, events: Vec::new() }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+            let Ok(contents) = buf[..n].try_into() else { continue };
+            let input = Input::Receive(
+                Instant::now(),
+                Receive { proto: Protocol::Udp, source: src, destination: self.addr, contents },
+            );
+            self.rtc.handle_input(input).unwrap();
+            self.drain();
+        }
+        self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+        self.drain();
+    }
+
+    fn rtp_received(&self) -> Vec<(u64, u32, Vec<u8>)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RtpPacket(p) => Some((*p.seq_no, p.header.timestamp, p.payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct World {
+    engine: Engine,
+    clients: Vec<Client>,
+    events: Vec<MediaEvent>,
+}
+
+impl World {
+    fn pump(&mut self, dur: Duration) {
+        let end = Instant::now() + dur;
+        while Instant::now() < end {
+            for c in &mut self.clients {
+                c.step();
+            }
+            self.events.extend(self.engine.drain_events());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn pump_until(&mut self, max: Duration, mut f: impl FnMut(&World) -> bool) -> bool {
+        let end = Instant::now() + max;
+        while Instant::now() < end {
+            self.pump(Duration::from_millis(5));
+            if f(self) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn connected(events: &[MediaEvent], id: &str) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, MediaEvent::PeerConnected { peer_id } if peer_id == id))
+}
+
+const PUB: usize = 0;
+const SUB: usize = 1;
+
+/// Publisher with one VP8 video m-line and the LiveKit data channels; subscriber
+/// with the server's offer. Returns (world, client video mid, client reliable channel).
+fn setup() -> (World, Mid, ChannelId) {
+    let engine = Engine::start(EngineConfig {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        udp_port: 0,
+        advertise_ip: None,
+    })
+    .unwrap();
+    engine.add_peer("pub", Role::Publisher).unwrap();
+    engine.add_peer("sub", Role::Subscriber).unwrap();
+    let mut w = World { engine, clients: vec![Client::new(), Client::new()], events: vec![] };
+
+    let p = &mut w.clients[PUB];
+    let mut api = p.rtc.sdp_api();
+    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("stream".into()), Some("cid-video".into()), None);
+    let rel = api.add_channel_with_config(ChannelConfig {
+        label: "_reliable".into(),
+        ordered: true,
+        reliability: Reliability::Reliable,
+        ..Default::default()
+    });
+    api.add_channel_with_config(ChannelConfig {
+        label: "_lossy".into(),
+        ordered: false,
+        reliability: Reliability::MaxRetransmits { retransmits: 0 },
+        ..Default::default()
+    });
+    let (offer, pending): (SdpOffer, SdpPendingOffer) = api.apply().unwrap();
+    let answer = w.engine.accept_offer("pub", &offer.to_sdp_string()).unwrap();
+    assert!(answer.contains("a=ice-lite"), "{answer}");
+    p.rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    p.drain();
+
+    negotiate_sub(&mut w);
+    assert!(w.pump_until(Duration::from_secs(10), |w| connected(&w.events, "pub") && connected(&w.events, "sub")));
+    (w, mid, rel)
+}
+
+fn negotiate_sub(w: &mut World) {
+    let offer = w.engine.create_offer("sub").unwrap();
+    let s = &mut w.clients[SUB];
+    let answer = s
+        .rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
+        .unwrap();
+    s.drain();
+    w.engine.accept_answer("sub", &answer.to_sdp_string()).unwrap();
+}
+
+struct Sender {
+    seq: u64,
+    ts: u32,
+}
+
+impl Sender {
+    fn send(&mut self, c: &mut Client, mid: Mid, keyframe: bool, tag: u8) {
+        let pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap()
+            .pt();
+        let payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }, tag, 0x9d, 0x01, 0x2a];
+        let mut api = c.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        self.seq += 1;
+        self.ts = self.ts.wrapping_add(3000);
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(self.seq), self.ts, Instant::now(), payload)
+                .marker(true)
+                .nackable(true),
+        );
+        c.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+        c.drain();
+    }
+}
+
+fn send_frames(w: &mut World, s: &mut Sender, mid: Mid, frames: &[(bool, u8)]) {
+    for &(key, tag) in frames {
+        s.send(&mut w.clients[PUB], mid, key, tag);
+        w.pump(Duration::from_millis(10));
+    }
+    w.pump(Duration::from_millis(100));
+}
+
+fn tags(c: &Client) -> Vec<u8> {
+    c.rtp_received().iter().map(|(_, _, p)| p[2]).collect()
+}
+
+#[test]
+fn forwarding_mute_unsubscribe_data_and_garbage() {
+    let (mut w, mid, rel) = setup();
+    let mut s = Sender { seq: 100, ts: 1000 };
+
+    // First media: TrackArrived with the msid track id (the client's cid).
+    send_frames(&mut w, &mut s, mid, &[(true, 1)]);
+    let arrived = w.events.iter().find_map(|e| match e {
+        MediaEvent::TrackArrived { mid, track_id, kind, codec, .. } => {
+            Some((mid.clone(), track_id.clone(), *kind, codec.clone()))
+        }
+        _ => None,
+    });
+    let (smid, cid, kind, codec) = arrived.expect("TrackArrived");
+    assert_eq!((cid.as_str(), kind, codec.as_str()), ("cid-video", "video", "vp8"));
+    assert_eq!(smid, mid.to_string());
+
+    w.engine.publish_track("pub", &smid, "TR_video").unwrap();
+    w.engine.subscribe("sub", "TR_video", "PA_pub|TR_video").unwrap();
+    negotiate_sub(&mut w);
+    w.pump(Duration::from_millis(100));
+    // The subscribe asked the publisher for a keyframe.
+    assert!(w.clients[PUB].events.iter().any(|e| matches!(e, Event::KeyframeRequest(_))));
+    let msid_ok = w.clients[SUB].rtc.media(w.clients[SUB].rtc.media(Mid::from("1")).map(|m| m.mid()).unwrap_or(Mid::from("0")));
+    let _ = msid_ok;
+
+    // Delta frames are held back until a keyframe.
+    send_frames(&mut w, &mut s, mid, &[(false, 2), (false, 3), (true, 4), (false, 5), (false, 6)]);
+    assert_eq!(tags(&w.clients[SUB]), vec![4, 5, 6]);
+    let got = w.clients[SUB].rtp_received();
+    assert_eq!(got[1].0, got[0].0 + 1);
+    assert_eq!(got[2].0, got[1].0 + 1);
+
+    // Muted: nothing. Unmuted: wait for a keyframe, seq continues.
+    w.engine.set_muted("TR_video", true).unwrap();
+    send_frames(&mut w, &mut s, mid, &[(true, 7), (false, 8)]);
+    assert_eq!(tags(&w.clients[SUB]), vec![4, 5, 6]);
+    w.engine.set_muted("TR_video", false).unwrap();
+    send_frames(&mut w, &mut s, mid, &[(false, 9), (true, 10), (false, 11)]);
+    assert_eq!(tags(&w.clients[SUB]), vec![4, 5, 6, 10, 11]);
+    let got = w.clients[SUB].rtp_received();
+    assert_eq!(got[3].0, got[2].0 + 1, "seq continuity across mute");
+
+    // Garbage from a stranger and from the publisher's own address.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = w.engine.local_addr();
+    for (i, junk) in [&[][..], &[0x80, 0x60, 0, 1][..], &[0u8; 20][..], &[0x17, 0xfe, 0xfd, 0, 1, 2][..], &[0xff; 1200][..]]
+        .iter()
+        .enumerate()
+    {
+        stranger.send_to(junk, target).unwrap();
+        w.clients[PUB].sock.send_to(junk, target).unwrap();
+        // A truncated STUN binding request with the magic cookie.
+        let mut stun = vec![0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[i as u8; 12]);
+        w.clients[PUB].sock.send_to(&stun, target).unwrap();
+    }
+    send_frames(&mut w, &mut s, mid, &[(false, 12)]);
+    assert_eq!(tags(&w.clients[SUB]), vec![4, 5, 6, 10, 11, 12]);
+
+    // Unsubscribe stops at once.
+    w.engine.unsubscribe("sub", "TR_video").unwrap();
+    send_frames(&mut w, &mut s, mid, &[(true, 13)]);
+    assert_eq!(tags(&w.clients[SUB]).len(), 6);
+
+    // Data channels: publisher -> event; engine -> subscriber.
+    {
+        let p = &mut w.clients[PUB];
+        let mut ch = p.rtc.channel(rel).expect("reliable channel open");
+        ch.write(true, b"hello").unwrap();
+        p.drain();
+    }
+    assert!(w.pump_until(Duration::from_secs(5), |w| w.events.iter().any(|e| matches!(
+        e,
+        MediaEvent::DataReceived { peer_id, reliable: true, payload } if peer_id == "pub" && payload == b"hello"
+    ))));
+    w.engine.send_data("sub", true, b"to-sub".to_vec()).unwrap();
+    w.engine.send_data("sub", false, b"lossy".to_vec()).unwrap();
+    assert!(w.pump_until(Duration::from_secs(5), |w| {
+        let got: Vec<&[u8]> = w.clients[SUB]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChannelData(d) => Some(&d.data[..]),
+                _ => None,
+            })
+            .collect();
+        got.contains(&&b"to-sub"[..]) && got.contains(&&b"lossy"[..])
+    }));
+
+    let stats: std::collections::HashMap<_, _> = w.engine.stats().unwrap().into_iter().collect();
+    assert!(stats["rtp_forwarded"] >= 6);
+    assert!(stats["unroutable"] >= 5);
+
+    // Removing peers is idempotent and unknown ids are errors, not panics.
+    w.engine.remove_peer("sub").unwrap();
+    w.engine.remove_peer("sub").unwrap();
+    assert!(w.engine.create_offer("sub").is_err());
+    assert!(w.engine.add_remote_candidate("pub", "garbage").is_err());
+    assert!(w.engine.accept_offer("pub", "v=0 nonsense").is_err());
+    w.engine.close();
+}
