@@ -1,1 +1,143 @@
-def core_version() -> str: ...
+"""Typed face of the compiled media core (Rust, ``rust/python``).
+
+The engine runs on its own thread; every ``MediaEngine`` method below releases the
+GIL while it waits for that thread. Errors from the engine raise ``MediaError``;
+unknown peer or track ids are errors, never crashes.
+"""
+
+from typing import Literal, final
+
+def core_version() -> str:
+    """Version of the compiled media core."""
+
+class MediaError(Exception):
+    """An error reported by the media engine (unknown peer/track, bad SDP or
+    candidate, data channel not open, engine closed...)."""
+
+@final
+class PeerConnected:
+    """ICE and DTLS are up for a peer."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def kind(self) -> Literal["peer_connected"]: ...
+
+@final
+class PeerClosed:
+    """A peer failed, timed out (ICE), or the remote closed it. Sent at most once
+    per peer; not sent for ``remove_peer``."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def reason(self) -> str:
+        """"ice disconnected", "closed by remote", "closed" or "webrtc error"."""
+    @property
+    def kind(self) -> Literal["peer_closed"]: ...
+
+@final
+class TrackArrived:
+    """First RTP on a publisher m-line (once per mid)."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def mid(self) -> str: ...
+    @property
+    def track_id(self) -> str:
+        """msid track id of the m-line in the publisher's offer (the client's cid)."""
+    @property
+    def kind(self) -> Literal["audio", "video"]:
+        """Media kind (unlike the other events, where ``kind`` names the event)."""
+    @property
+    def rid(self) -> str | None:
+        """Simulcast rid of the first packet ("q", "h", "f"), None without simulcast."""
+    @property
+    def codec(self) -> str:
+        """Lower-case codec name: "opus", "vp8", "h264", "vp9", "av1"."""
+
+@final
+class DataReceived:
+    """A message on a peer's ``_reliable`` or ``_lossy`` data channel."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def reliable(self) -> bool: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def kind(self) -> Literal["data_received"]: ...
+
+MediaEvent = PeerConnected | PeerClosed | TrackArrived | DataReceived
+
+@final
+class MediaEngine:
+    """One UDP port shared by all peers, an engine thread, commands in, events out.
+
+    Peers are PeerConnections: a *publisher* peer (client offers, ``accept_offer``)
+    or a *subscriber* peer (server offers, ``create_offer``/``accept_answer``).
+    """
+
+    def __init__(
+        self, *, bind_ip: str = "127.0.0.1", udp_port: int = 7882, advertise_ip: str | None = None
+    ) -> None:
+        """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
+        ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
+        guessed local address when binding 0.0.0.0). Raises MediaError if binding fails."""
+    @property
+    def udp_port(self) -> int:
+        """The bound UDP port."""
+    def wake_fd(self) -> int:
+        """A fd that turns readable when events are pending (for
+        ``trio.lowlevel.wait_readable``). ``drain_events`` clears it."""
+    def drain_events(self) -> list[MediaEvent]:
+        """All pending events, oldest first. Never blocks."""
+    def add_peer(self, peer_id: str, *, subscriber: bool) -> None:
+        """Create a peer. MediaError if the id is taken."""
+    def remove_peer(self, peer_id: str) -> None:
+        """Close a peer, unpublish its tracks and drop its subscriptions. Idempotent."""
+    def accept_offer(self, peer_id: str, sdp: str) -> str:
+        """Publisher: apply the client's offer, return the answer SDP (ICE-lite, host
+        candidate included, simulcast rids mirrored as recv)."""
+    def create_offer(self, peer_id: str) -> str:
+        """Subscriber: an offer with the server's data channels (``_reliable``,
+        ``_lossy``; always in the first offer), a sendonly m-line per subscribed track,
+        unsubscribed/unpublished tracks' m-lines inactive. When nothing changed since
+        the last offer, that offer is returned again and its answer is ignored."""
+    def accept_answer(self, peer_id: str, sdp: str) -> None:
+        """Subscriber: apply the client's answer to the last offer."""
+    def add_remote_candidate(self, peer_id: str, candidate: str) -> None:
+        """Add a trickled ``candidate:...`` line. MediaError on garbage."""
+    def local_candidates(self, peer_id: str) -> list[str]:
+        """Our ``candidate:...`` lines (also present in every SDP we produce)."""
+    def publish_track(self, *, publisher: str, mid: str, track_id: str) -> None:
+        """Bind a publisher m-line (seen in TrackArrived) to a server track id. A mid
+        already bound is rebound (the old track is unpublished)."""
+    def unpublish_track(self, track_id: str) -> None:
+        """Stop forwarding a track; its subscriber m-lines turn inactive on the next offer."""
+    def subscribe(self, *, subscriber: str, track_id: str, stream_id: str) -> None:
+        """Forward a track to a subscriber peer; its m-line (msid ``<stream_id> <track_id>``)
+        appears in the next ``create_offer``. Requests a keyframe; video starts at
+        the next keyframe. Resubscribing reuses the m-line and continues seq/ts."""
+    def unsubscribe(self, *, subscriber: str, track_id: str) -> None:
+        """Stop forwarding at once; the m-line turns inactive on the next offer."""
+    def set_muted(self, track_id: str, muted: bool) -> None:
+        """Muted tracks forward nothing; unmuting requests a keyframe and waits for it."""
+    def set_layer(self, *, subscriber: str, track_id: str, quality: int) -> None:
+        """Simulcast quality for one subscriber: 0 LOW (q), 1 MEDIUM (h), 2 HIGH (f,
+        default). The best live layer not above it is forwarded; switches happen
+        on a keyframe of the new layer."""
+    def send_data(self, peer_id: str, *, reliable: bool, payload: bytes) -> None:
+        """Send a binary message on the peer's ``_reliable``/``_lossy`` channel.
+        MediaError if that channel is not open yet."""
+    def stats(self) -> dict[str, int]:
+        """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
+        keyframe_requests, unroutable, bad_datagrams, send_errors, events_dropped;
+        gauges: peers, tracks, addresses."""
+    def close(self) -> None:
+        """Stop the engine thread and close the socket. Idempotent; later calls raise
+        MediaError."""
+    def __enter__(self) -> MediaEngine: ...
+    def __exit__(self, *exc: object) -> Literal[False]: ...

@@ -285,10 +285,22 @@ impl<S: Sink> Core<S> {
             api.set_direction(mid, dir);
         }
         let Some((offer, pending)) = api.apply() else {
-            return Err(EngineError::NothingToNegotiate(peer_id.to_string()));
+            // Nothing changed: repeat the last offer so the control plane's
+            // negotiation stays simple; its answer is accepted and ignored.
+            return match &peer.last_offer {
+                Some(sdp) => {
+                    peer.pending_offer = None;
+                    peer.repeated_offer = true;
+                    Ok(sdp.clone())
+                }
+                None => Err(EngineError::NothingToNegotiate(peer_id.to_string())),
+            };
         };
+        let offer = offer.to_sdp_string();
         peer.channels_offered = true;
         peer.pending_offer = Some(pending);
+        peer.repeated_offer = false;
+        peer.last_offer = Some(offer.clone());
         for (tk, mid) in added {
             self.router.by_sub_mid.insert((key, mid), tk);
             if let Some(d) = self
@@ -303,7 +315,7 @@ impl<S: Sink> Core<S> {
         }
         self.drain(key);
         self.process(now);
-        Ok(offer.to_sdp_string())
+        Ok(offer)
     }
 
     /// Subscriber: apply the client's answer to our last offer.
@@ -311,10 +323,12 @@ impl<S: Sink> Core<S> {
         let peer = self.peer_mut(peer_id)?;
         let answer = SdpAnswer::from_sdp_string(answer_sdp)
             .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
-        let pending = peer
-            .pending_offer
-            .take()
-            .ok_or_else(|| EngineError::NoPendingOffer(peer_id.to_string()))?;
+        let Some(pending) = peer.pending_offer.take() else {
+            if std::mem::take(&mut peer.repeated_offer) {
+                return Ok(());
+            }
+            return Err(EngineError::NoPendingOffer(peer_id.to_string()));
+        };
         peer.rtc
             .sdp_api()
             .accept_answer(pending, answer)

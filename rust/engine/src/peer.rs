@@ -47,6 +47,10 @@ pub struct Peer {
     /// Subscriber: the server's data channels were put in an offer.
     pub channels_offered: bool,
     pub pending_offer: Option<SdpPendingOffer>,
+    /// Subscriber: the last offer we made (repeated when nothing changed).
+    pub last_offer: Option<String>,
+    /// Subscriber: the outstanding offer is a repeat; its answer changes nothing.
+    pub repeated_offer: bool,
     /// Publisher: msid track id per mid from the latest remote offer.
     pub msid_by_mid: HashMap<String, String>,
     /// Publisher: mids already reported with TrackArrived.
@@ -73,6 +77,8 @@ impl Peer {
             lossy: None,
             channels_offered: false,
             pending_offer: None,
+            last_offer: None,
+            repeated_offer: false,
             msid_by_mid: HashMap::new(),
             arrived: HashSet::new(),
             rx_ssrc: HashMap::new(),

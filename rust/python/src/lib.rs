@@ -1,5 +1,23 @@
 //! Thin PyO3 door: `pysfu._core`. All logic lives in `pysfu-engine`.
+//!
+//! Every `MediaEngine` method that talks to the engine thread releases the GIL
+//! while it waits. Engine errors become `MediaError` in exactly one place,
+//! [`to_py`].
+use std::net::IpAddr;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use pysfu_engine::{Engine, EngineConfig, EngineError, MediaEvent, Role};
+
+create_exception!(_core, MediaError, PyException, "An error reported by the media engine.");
+
+/// The one conversion site from engine errors to Python exceptions.
+fn to_py(e: EngineError) -> PyErr {
+    MediaError::new_err(e.to_string())
+}
 
 /// Version of the compiled media core.
 #[pyfunction]
@@ -7,8 +25,271 @@ fn core_version() -> &'static str {
     pysfu_engine::VERSION
 }
 
+/// ICE and DTLS are up for a peer.
+#[pyclass(frozen, module = "pysfu._core")]
+struct PeerConnected {
+    #[pyo3(get)]
+    peer_id: String,
+}
+
+#[pymethods]
+impl PeerConnected {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "peer_connected"
+    }
+    fn __repr__(&self) -> String {
+        format!("PeerConnected(peer_id={:?})", self.peer_id)
+    }
+}
+
+/// A peer failed, timed out or was closed by the remote. Sent once per peer.
+#[pyclass(frozen, module = "pysfu._core")]
+struct PeerClosed {
+    #[pyo3(get)]
+    peer_id: String,
+    #[pyo3(get)]
+    reason: String,
+}
+
+#[pymethods]
+impl PeerClosed {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "peer_closed"
+    }
+    fn __repr__(&self) -> String {
+        format!("PeerClosed(peer_id={:?}, reason={:?})", self.peer_id, self.reason)
+    }
+}
+
+/// First media on a publisher m-line (once per mid).
+#[pyclass(frozen, module = "pysfu._core")]
+struct TrackArrived {
+    #[pyo3(get)]
+    peer_id: String,
+    #[pyo3(get)]
+    mid: String,
+    #[pyo3(get)]
+    track_id: String,
+    media_kind: &'static str,
+    #[pyo3(get)]
+    rid: Option<String>,
+    #[pyo3(get)]
+    codec: String,
+}
+
+#[pymethods]
+impl TrackArrived {
+    /// "audio" or "video" (the media kind, unlike the other events' `kind`).
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.media_kind
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "TrackArrived(peer_id={:?}, mid={:?}, track_id={:?}, kind={:?}, rid={:?}, codec={:?})",
+            self.peer_id, self.mid, self.track_id, self.media_kind, self.rid, self.codec
+        )
+    }
+}
+
+/// A message on one of a peer's data channels.
+#[pyclass(frozen, module = "pysfu._core")]
+struct DataReceived {
+    #[pyo3(get)]
+    peer_id: String,
+    #[pyo3(get)]
+    reliable: bool,
+    payload: Vec<u8>,
+}
+
+#[pymethods]
+impl DataReceived {
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.payload)
+    }
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "data_received"
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "DataReceived(peer_id={:?}, reliable={}, payload=<{} bytes>)",
+            self.peer_id,
+            self.reliable,
+            self.payload.len()
+        )
+    }
+}
+
+fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
+    Ok(match e {
+        MediaEvent::PeerConnected { peer_id } => Py::new(py, PeerConnected { peer_id })?.into_any(),
+        MediaEvent::PeerClosed { peer_id, reason } => {
+            Py::new(py, PeerClosed { peer_id, reason })?.into_any()
+        }
+        MediaEvent::TrackArrived { peer_id, mid, track_id, kind, rid, codec } => Py::new(
+            py,
+            TrackArrived { peer_id, mid, track_id, media_kind: kind, rid, codec },
+        )?
+        .into_any(),
+        MediaEvent::DataReceived { peer_id, reliable, payload } => {
+            Py::new(py, DataReceived { peer_id, reliable, payload })?.into_any()
+        }
+        other => {
+            return Err(PyValueError::new_err(format!("unexpected engine event {other:?}")));
+        }
+    })
+}
+
+/// The media engine: one UDP port, an engine thread, commands in, events out.
+#[pyclass(frozen, module = "pysfu._core")]
+struct MediaEngine {
+    engine: Engine,
+}
+
+#[pymethods]
+impl MediaEngine {
+    #[new]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None))]
+    fn new(py: Python<'_>, bind_ip: &str, udp_port: u16, advertise_ip: Option<&str>) -> PyResult<Self> {
+        let bind_ip: IpAddr = bind_ip
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("bad bind_ip {bind_ip:?}")))?;
+        let advertise_ip = advertise_ip
+            .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ip {a:?}"))))
+            .transpose()?;
+        let config = EngineConfig { bind_ip, udp_port, advertise_ip };
+        let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
+        Ok(Self { engine })
+    }
+
+    /// The bound UDP port.
+    #[getter]
+    fn udp_port(&self) -> u16 {
+        self.engine.local_addr().port()
+    }
+
+    fn wake_fd(&self) -> i32 {
+        self.engine.wake_fd()
+    }
+
+    fn drain_events(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        self.engine
+            .drain_events()
+            .into_iter()
+            .map(|e| event_to_py(py, e))
+            .collect()
+    }
+
+    #[pyo3(signature = (peer_id, *, subscriber))]
+    fn add_peer(&self, py: Python<'_>, peer_id: &str, subscriber: bool) -> PyResult<()> {
+        let role = if subscriber { Role::Subscriber } else { Role::Publisher };
+        py.allow_threads(|| self.engine.add_peer(peer_id, role)).map_err(to_py)
+    }
+
+    fn remove_peer(&self, py: Python<'_>, peer_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.remove_peer(peer_id)).map_err(to_py)
+    }
+
+    fn accept_offer(&self, py: Python<'_>, peer_id: &str, sdp: &str) -> PyResult<String> {
+        py.allow_threads(|| self.engine.accept_offer(peer_id, sdp)).map_err(to_py)
+    }
+
+    fn create_offer(&self, py: Python<'_>, peer_id: &str) -> PyResult<String> {
+        py.allow_threads(|| self.engine.create_offer(peer_id)).map_err(to_py)
+    }
+
+    fn accept_answer(&self, py: Python<'_>, peer_id: &str, sdp: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.accept_answer(peer_id, sdp)).map_err(to_py)
+    }
+
+    fn add_remote_candidate(&self, py: Python<'_>, peer_id: &str, candidate: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.add_remote_candidate(peer_id, candidate))
+            .map_err(to_py)
+    }
+
+    fn local_candidates(&self, py: Python<'_>, peer_id: &str) -> PyResult<Vec<String>> {
+        py.allow_threads(|| self.engine.local_candidates(peer_id)).map_err(to_py)
+    }
+
+    #[pyo3(signature = (*, publisher, mid, track_id))]
+    fn publish_track(&self, py: Python<'_>, publisher: &str, mid: &str, track_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.publish_track(publisher, mid, track_id))
+            .map_err(to_py)
+    }
+
+    fn unpublish_track(&self, py: Python<'_>, track_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.unpublish_track(track_id)).map_err(to_py)
+    }
+
+    #[pyo3(signature = (*, subscriber, track_id, stream_id))]
+    fn subscribe(&self, py: Python<'_>, subscriber: &str, track_id: &str, stream_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.subscribe(subscriber, track_id, stream_id))
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (*, subscriber, track_id))]
+    fn unsubscribe(&self, py: Python<'_>, subscriber: &str, track_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.engine.unsubscribe(subscriber, track_id))
+            .map_err(to_py)
+    }
+
+    fn set_muted(&self, py: Python<'_>, track_id: &str, muted: bool) -> PyResult<()> {
+        py.allow_threads(|| self.engine.set_muted(track_id, muted)).map_err(to_py)
+    }
+
+    #[pyo3(signature = (*, subscriber, track_id, quality))]
+    fn set_layer(&self, py: Python<'_>, subscriber: &str, track_id: &str, quality: i64) -> PyResult<()> {
+        py.allow_threads(|| self.engine.set_layer(subscriber, track_id, quality))
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (peer_id, *, reliable, payload))]
+    fn send_data(&self, py: Python<'_>, peer_id: &str, reliable: bool, payload: Vec<u8>) -> PyResult<()> {
+        py.allow_threads(|| self.engine.send_data(peer_id, reliable, payload))
+            .map_err(to_py)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.allow_threads(|| self.engine.stats()).map_err(to_py)?;
+        let d = PyDict::new(py);
+        for (k, v) in stats {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.engine.close());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<PyObject>,
+        _exc: Option<PyObject>,
+        _tb: Option<PyObject>,
+    ) -> bool {
+        self.close(py);
+        false
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
+    m.add("MediaError", m.py().get_type::<MediaError>())?;
+    m.add_class::<MediaEngine>()?;
+    m.add_class::<PeerConnected>()?;
+    m.add_class::<PeerClosed>()?;
+    m.add_class::<TrackArrived>()?;
+    m.add_class::<DataReceived>()?;
     Ok(())
 }
