@@ -42,6 +42,8 @@ pub struct Core<S: Sink> {
     /// str0m events awaiting handling; filled by `Peer::drain`.
     work: Vec<(PeerKey, Event)>,
     work_queue: VecDeque<(PeerKey, Event)>,
+    /// Subscribers with RTP written but not yet sent; see `flush`.
+    dirty: Vec<PeerKey>,
     /// Events for the control plane.
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
@@ -70,6 +72,7 @@ impl<S: Sink> Core<S> {
             router: Router::default(),
             work: Vec::new(),
             work_queue: VecDeque::new(),
+            dirty: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
             seed,
@@ -547,7 +550,27 @@ impl<S: Sink> Core<S> {
 
     // ------------------------------------------------------------- network/time
 
-    /// Feed one datagram from the shared socket.
+    /// Send the RTP forwarded since the last flush: one timeout and drain per
+    /// subscriber for a whole burst of incoming packets instead of one per packet.
+    /// The run loop flushes after each burst of reads; `handle_timeout` and every
+    /// command flush too.
+    pub fn flush(&mut self, now: Instant) {
+        while !self.dirty.is_empty() {
+            for key in std::mem::take(&mut self.dirty) {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.dirty = false;
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(peer = %peer.id, "timeout after write: {e}");
+                    }
+                }
+                self.drain(key);
+            }
+            self.process(now);
+        }
+    }
+
+    /// Feed one datagram from the shared socket. Forwarded RTP is queued on the
+    /// subscribers until `flush`.
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
@@ -581,8 +604,9 @@ impl<S: Sink> Core<S> {
         self.process(now);
     }
 
-    /// Give due peers their timeout.
+    /// Give due peers their timeout (and flush forwarded RTP).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush(now);
         let due: Vec<PeerKey> = self
             .peers
             .values()
@@ -785,7 +809,7 @@ impl<S: Sink> Core<S> {
         }
         let Some(&tk) = self.router.by_pub_mid.get(&(publisher, mid)) else { return };
 
-        let Core { router, peers, sink, work, counters, .. } = self;
+        let Core { router, peers, counters, dirty, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
         track.saw_layer(rid, ssrc, now);
         if track.muted || track.downs.is_empty() {
@@ -805,9 +829,10 @@ impl<S: Sink> Core<S> {
         };
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
 
-        for i in 0..track.downs.len() {
-            let wanted = track.select_rid(track.downs[i].quality, now);
-            let d = &mut track.downs[i];
+        // Layer choice depends only on the requested quality: three answers per packet.
+        let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
+        for d in track.downs.iter_mut() {
+            let wanted = wanted_by_quality[usize::from(d.quality.min(2))];
             if !d.active || d.mid.is_none() {
                 continue;
             }
@@ -870,11 +895,9 @@ impl<S: Sink> Core<S> {
                     .nackable(video),
             );
             counters.rtp_forwarded += 1;
-            if let Err(e) = sub.rtc.handle_input(Input::Timeout(now)) {
-                tracing::debug!(peer = %sub.id, "timeout after write: {e}");
-            }
-            if !sub.drain(sink, work, counters) {
-                tracing::debug!(peer = %sub.id, "drain after write failed");
+            if !sub.dirty {
+                sub.dirty = true;
+                dirty.push(d.sub);
             }
         }
         let mut seen: Vec<Option<Rid>> = Vec::new();

@@ -40,6 +40,8 @@ pub struct Peer {
     pub connected: bool,
     /// PeerClosed was emitted (or the peer is being removed): stay quiet.
     pub closed: bool,
+    /// RTP was written since the last flush (listed in `Core::dirty`).
+    pub dirty: bool,
     /// Open data channels by label kind (reliable = true).
     pub channels: HashMap<ChannelId, bool>,
     pub reliable: Option<ChannelId>,
@@ -72,6 +74,7 @@ impl Peer {
             next_timeout: now,
             connected: false,
             closed: false,
+            dirty: false,
             channels: HashMap::new(),
             reliable: None,
             lossy: None,

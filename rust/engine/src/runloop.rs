@@ -17,7 +17,7 @@ pub(crate) const SOCKET: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 
 /// Datagrams read per wake-up before commands and timers get a turn.
-const MAX_READS_PER_TURN: usize = 256;
+const MAX_READS_PER_TURN: usize = 64;
 
 /// Largest datagram we accept; WebRTC stays far below.
 const RECV_BUFFER_BYTES: usize = 2048;
@@ -62,7 +62,11 @@ pub(crate) fn run(mut poll: Poll, mut core: Core<UdpSink>, jobs: Receiver<Job>, 
         // Commands first: they are rare and the caller is blocked on them.
         loop {
             match jobs.try_recv() {
-                Ok(job) => job(&mut core, Instant::now()),
+                Ok(job) => {
+                    let now = Instant::now();
+                    job(&mut core, now);
+                    core.flush(now);
+                }
                 Err(TryRecvError::Empty) => break,
                 // The handle is gone: shut down.
                 Err(TryRecvError::Disconnected) => return,
@@ -77,6 +81,7 @@ pub(crate) fn run(mut poll: Poll, mut core: Core<UdpSink>, jobs: Receiver<Job>, 
             }
         }
         let now = Instant::now();
+        core.flush(now);
         if core.next_timeout(now) <= now {
             core.handle_timeout(now);
         }
