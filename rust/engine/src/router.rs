@@ -195,3 +195,52 @@ impl Router {
         self.by_id.get(id).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track() -> Track {
+        Track {
+            id: "TR".into(),
+            publisher: 1,
+            mid: "0".into(),
+            kind: MediaKind::Video,
+            muted: false,
+            layers: Vec::new(),
+            downs: Vec::new(),
+            codecs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn layer_selection_prefers_best_live_layer_not_above_request() {
+        let now = Instant::now();
+        let mut t = track();
+        assert_eq!(t.select_rid(2, now), None);
+        for (i, rid) in QUALITY_RIDS.iter().enumerate() {
+            t.saw_layer(Some((*rid).into()), Ssrc::from(i as u32 + 1), now);
+        }
+        assert_eq!(t.select_rid(2, now), Some(Some("f".into())));
+        assert_eq!(t.select_rid(1, now), Some(Some("h".into())));
+        assert_eq!(t.select_rid(0, now), Some(Some("q".into())));
+        // HIGH paused: HIGH subscribers fall back to MEDIUM.
+        t.layers[2].paused = true;
+        assert_eq!(t.select_rid(2, now), Some(Some("h".into())));
+        // Only HIGH alive and LOW requested: lowest live layer.
+        t.layers[2].paused = false;
+        let later = now + LAYER_STALE_AFTER * 2;
+        t.saw_layer(Some("f".into()), Ssrc::from(3), later);
+        assert_eq!(t.select_rid(0, later), Some(Some("f".into())));
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_per_layer() {
+        let now = Instant::now();
+        let mut t = track();
+        t.saw_layer(None, Ssrc::from(1), now);
+        assert!(t.keyframe_request_due(None, now));
+        assert!(!t.keyframe_request_due(None, now + Duration::from_millis(10)));
+        assert!(t.keyframe_request_due(None, now + KEYFRAME_REQUEST_INTERVAL));
+    }
+}
