@@ -7,7 +7,7 @@ use pysfu_engine::{Engine, EngineConfig, MediaEvent, Role};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -112,6 +112,10 @@ const SUB: usize = 1;
 /// Publisher with one VP8 video m-line and the LiveKit data channels; subscriber
 /// with the server's offer. Returns (world, client video mid, client reliable channel).
 fn setup() -> (World, Mid, ChannelId) {
+    setup_with(None)
+}
+
+fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
     let engine = Engine::start(EngineConfig {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
@@ -124,7 +128,7 @@ fn setup() -> (World, Mid, ChannelId) {
 
     let p = &mut w.clients[PUB];
     let mut api = p.rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("stream".into()), Some("cid-video".into()), None);
+    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("stream".into()), Some("cid-video".into()), simulcast);
     let rel = api.add_channel_with_config(ChannelConfig {
         label: "_reliable".into(),
         ordered: true,
@@ -168,6 +172,7 @@ fn negotiate_sub(w: &mut World) -> String {
 struct Sender {
     seq: u64,
     ts: u32,
+    rid: Option<Rid>,
 }
 
 impl Sender {
@@ -182,7 +187,7 @@ impl Sender {
             .pt();
         let payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }, tag, 0x9d, 0x01, 0x2a];
         let mut api = c.rtc.direct_api();
-        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        let tx = api.stream_tx_by_mid(mid, self.rid).unwrap();
         self.seq += 1;
         self.ts = self.ts.wrapping_add(3000);
         tx.write_rtp(
@@ -210,7 +215,7 @@ fn tags(c: &Client) -> Vec<u8> {
 #[test]
 fn forwarding_mute_unsubscribe_data_and_garbage() {
     let (mut w, mid, rel) = setup();
-    let mut s = Sender { seq: 100, ts: 1000 };
+    let mut s = Sender { seq: 100, ts: 1000, rid: None };
 
     // First media: TrackArrived with the msid track id (the client's cid).
     send_frames(&mut w, &mut s, mid, &[(true, 1)]);
@@ -307,5 +312,56 @@ fn forwarding_mute_unsubscribe_data_and_garbage() {
     assert!(w.engine.create_offer("sub").is_err());
     assert!(w.engine.add_remote_candidate("pub", "garbage").is_err());
     assert!(w.engine.accept_offer("pub", "v=0 nonsense").is_err());
+    w.engine.close();
+}
+
+#[test]
+fn simulcast_layers_and_switching() {
+    let mut sim = Simulcast::new();
+    for rid in ["q", "h", "f"] {
+        sim.add_send_layer(SimulcastLayer::new(rid));
+    }
+    let (mut w, mid, _) = setup_with(Some(sim));
+    let mut layers: Vec<Sender> = [("q", 10u64), ("h", 20_000), ("f", 40_000)]
+        .iter()
+        .map(|(rid, seq)| Sender { seq: *seq, ts: *seq as u32 * 7, rid: Some((*rid).into()) })
+        .collect();
+    // Tags: q = 0x1_, h = 0x2_, f = 0x3_.
+    let mut round = |w: &mut World, layers: &mut Vec<Sender>, key: bool, n: u8| {
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.send(&mut w.clients[PUB], mid, key, 0x10 * (i as u8 + 1) + n);
+        }
+        w.pump(Duration::from_millis(10));
+    };
+    round(&mut w, &mut layers, true, 0);
+    w.pump(Duration::from_millis(100));
+    let rid = w.events.iter().find_map(|e| match e {
+        MediaEvent::TrackArrived { rid, .. } => Some(rid.clone()),
+        _ => None,
+    });
+    assert!(matches!(rid, Some(Some(_))), "TrackArrived carries a rid: {rid:?}");
+    w.engine.publish_track("pub", &mid.to_string(), "TR_sim").unwrap();
+    w.engine.subscribe("sub", "TR_sim", "PA_pub|TR_sim").unwrap();
+    let offer = negotiate_sub(&mut w);
+    assert!(!offer.contains("a=simulcast"), "subscriber gets one layer: {offer}");
+    w.pump(Duration::from_millis(100));
+
+    // Default HIGH: only f, from its keyframe on.
+    round(&mut w, &mut layers, false, 1);
+    round(&mut w, &mut layers, true, 2);
+    round(&mut w, &mut layers, false, 3);
+    w.pump(Duration::from_millis(100));
+    assert_eq!(tags(&w.clients[SUB]), vec![0x32, 0x33]);
+
+    // Switch to LOW: f continues until q has a keyframe, then q only.
+    w.engine.set_layer("sub", "TR_sim", 0).unwrap();
+    round(&mut w, &mut layers, false, 4);
+    round(&mut w, &mut layers, true, 5);
+    round(&mut w, &mut layers, false, 6);
+    w.pump(Duration::from_millis(100));
+    assert_eq!(tags(&w.clients[SUB]), vec![0x32, 0x33, 0x34, 0x15, 0x16]);
+    let seqs: Vec<u64> = w.clients[SUB].rtp_received().iter().map(|p| p.0).collect();
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "continuous seq across switch: {seqs:?}");
+    assert!(w.engine.set_layer("sub", "TR_sim", 7).is_err());
     w.engine.close();
 }
