@@ -327,7 +327,7 @@ fn simulcast_layers_and_switching() {
         .map(|(rid, seq)| Sender { seq: *seq, ts: *seq as u32 * 7, rid: Some((*rid).into()) })
         .collect();
     // Tags: q = 0x1_, h = 0x2_, f = 0x3_.
-    let mut round = |w: &mut World, layers: &mut Vec<Sender>, key: bool, n: u8| {
+    let round = |w: &mut World, layers: &mut [Sender], key: bool, n: u8| {
         for (i, l) in layers.iter_mut().enumerate() {
             l.send(&mut w.clients[PUB], mid, key, 0x10 * (i as u8 + 1) + n);
         }
