@@ -17,6 +17,7 @@ seconds) when a caller wants to control it, and nothing here does I/O.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -214,6 +215,8 @@ def verify_token(
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise AuthError(f"malformed token: {exc}") from None
+    except RecursionError:  # json.loads on deeply nested arrays, before any signature check
+        raise AuthError("malformed token: JSON nested too deeply") from None
     alg = header.get("alg")
     if alg != ALGORITHM:
         raise AuthError(f"unsupported token algorithm {alg!r}: only {ALGORITHM} is accepted")
@@ -316,7 +319,14 @@ def mint_token(
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # Finite only: JSON admits 1e999 (inf), NaN and ints too large for a float, and
+    # `now > exp + leeway` would then never expire the token or raise OverflowError.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _grant_to_json(grant: VideoGrant) -> dict[str, Any]:

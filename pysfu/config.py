@@ -27,8 +27,10 @@ value of the wrong shape is a :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+import reprlib
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -71,6 +73,17 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
     "webhook": frozenset({"api_key", "urls"}),
     "logging": frozenset({"level"}),
 }
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """A bounded repr for error messages: YAML aliases turn a few hundred bytes into a
+    structure whose full repr is gigabytes ("billion laughs")."""
+    return _REPR.repr(value)
 
 
 class ConfigError(PysfuError):
@@ -218,7 +231,7 @@ def load_config(
         log_level = _str(level_raw, key).lower()
         if log_level not in LOG_LEVELS:
             raise ConfigError(
-                f"{key}: unknown level {level_raw!r} (expected debug, info, warn or error)"
+                f"{key}: unknown level {_show(level_raw)} (expected debug, info, warn or error)"
             )
 
     config = Config(
@@ -256,6 +269,8 @@ def _read_yaml(
         loaded = yaml.safe_load(body)
     except yaml.YAMLError as exc:
         raise ConfigError(f"could not parse config: {exc}") from None
+    except RecursionError:
+        raise ConfigError("could not parse config: nested too deeply") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -280,13 +295,13 @@ def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
     return value
 
 
 def _str(value: object, key: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     return value
 
 
@@ -294,13 +309,13 @@ def _bool(value: object, key: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
     return value
 
 
 def _port(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigError(f"{key}: expected a port number 0-65535, got {value!r}")
+        raise ConfigError(f"{key}: expected a port number 0-65535, got {_show(value)}")
     return value
 
 
@@ -311,15 +326,20 @@ def _udp_port(value: object) -> int:
         text = value.strip()
         if re.fullmatch(r"\d+\s*-\s*\d+", text):
             raise ConfigError(f"{key}: port ranges are not supported, give one port")
-        if not text.isdigit():
-            raise ConfigError(f"{key}: expected a port number 0-65535, got {value!r}")
+        if not (text.isascii() and text.isdigit()):  # "²".isdigit() but int("²") fails
+            raise ConfigError(f"{key}: expected a port number 0-65535, got {_show(value)}")
         value = int(text)
     return _port(value, key)
 
 
 def _seconds(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key}: expected a non-negative number of seconds, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)  # YAML .inf/.nan: rooms could not report their timeouts
+        or value < 0
+    ):
+        raise ConfigError(f"{key}: expected a non-negative number of seconds, got {_show(value)}")
     return float(value)
 
 
@@ -327,7 +347,7 @@ def _ip(value: str, key: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        raise ConfigError(f"{key}: {value!r} is not an IP address") from None
+        raise ConfigError(f"{key}: {_show(value)} is not an IP address") from None
 
 
 def _bind_addresses(value: object) -> tuple[str, ...]:
@@ -335,7 +355,7 @@ def _bind_addresses(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise ConfigError(f"{key}: expected a list of IP addresses, got {value!r}")
+        raise ConfigError(f"{key}: expected a list of IP addresses, got {_show(value)}")
     return tuple(_ip(_str(v, key), key) for v in value)
 
 
@@ -350,7 +370,7 @@ def _urls(value: object, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise ConfigError(f"{key}: expected a list of URLs, got {value!r}")
+        raise ConfigError(f"{key}: expected a list of URLs, got {_show(value)}")
     urls = []
     for url in value:
         url = _str(url, key)
@@ -362,16 +382,16 @@ def _urls(value: object, key: str) -> tuple[str, ...]:
 
 def _keys_mapping(value: object, key: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping of API key to secret, got {value!r}")
+        raise ConfigError(f"{key}: expected a mapping of API key to secret, got {_show(value)}")
     keys: dict[str, str] = {}
     for api_key, secret in value.items():
         if not isinstance(api_key, str) or not api_key:
-            raise ConfigError(f"{key}: API key {api_key!r} must be a non-empty string")
+            raise ConfigError(f"{key}: API key {_show(api_key)} must be a non-empty string")
         if not isinstance(secret, str) or not secret:
             # YAML reads unquoted digits as numbers; say how to fix it rather than
             # dropping the key as livekit-server does.
             raise ConfigError(
-                f"{key}: secret for API key {api_key!r} must be a non-empty string "
+                f"{key}: secret for API key {_show(api_key)} must be a non-empty string "
                 "(quote it if it looks like a number)"
             )
         keys[api_key] = secret
@@ -382,7 +402,7 @@ def _parse_keys_flag(text: str) -> dict[str, str]:
     message = 'could not parse keys: each line must be exactly "key: secret", including the space'
     try:
         loaded = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         raise ConfigError(message) from None
     if not isinstance(loaded, dict):
         raise ConfigError(message)
@@ -404,4 +424,6 @@ def _read_key_file(path: str) -> dict[str, str]:
         loaded = yaml.safe_load(body)
     except yaml.YAMLError as exc:
         raise ConfigError(f"key_file {path}: could not parse: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"key_file {path}: could not parse: nested too deeply") from None
     return _keys_mapping(loaded if loaded is not None else {}, "key_file")

@@ -65,6 +65,14 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.lower() not in ("0", "false", "no")
 
 
+def _protocol(value: str | None) -> int:
+    """The client's protocol version; anything but a short ASCII number counts as 0
+    ("²".isdigit() is true but int() refuses it; 5000 digits exceed int()'s limit)."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > 9:
+        return 0
+    return int(value)
+
+
 class App:
     """ASGI application serving every HTTP and WebSocket route of pysfu."""
 
@@ -147,7 +155,7 @@ class App:
             auto_subscribe=_flag(query.get("auto_subscribe"), True),
             reconnect=_flag(query.get("reconnect"), False),
             participant_sid=query.get("sid", ""),
-            protocol=int(query["protocol"]) if query.get("protocol", "").isdigit() else 0,
+            protocol=_protocol(query.get("protocol")),
         )
         await send({"type": "websocket.accept"})
         transport = AsgiTransport(receive, send)
