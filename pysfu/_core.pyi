@@ -5,7 +5,17 @@ GIL while it waits for that thread. Errors from the engine raise ``MediaError``;
 unknown peer or track ids are errors, never crashes.
 """
 
-from typing import Literal, final
+from typing import Literal, TypeAlias, final
+
+__all__ = [
+    "DataReceived",
+    "MediaEngine",
+    "MediaError",
+    "PeerClosed",
+    "PeerConnected",
+    "TrackArrived",
+    "core_version",
+]
 
 def core_version() -> str:
     """Version of the compiled media core."""
@@ -32,7 +42,7 @@ class PeerClosed:
     def peer_id(self) -> str: ...
     @property
     def reason(self) -> str:
-        """"ice disconnected", "closed by remote", "closed" or "webrtc error"."""
+        """One of: ice disconnected, closed by remote, closed, webrtc error."""
     @property
     def kind(self) -> Literal["peer_closed"]: ...
 
@@ -70,7 +80,7 @@ class DataReceived:
     @property
     def kind(self) -> Literal["data_received"]: ...
 
-MediaEvent = PeerConnected | PeerClosed | TrackArrived | DataReceived
+_MediaEvent: TypeAlias = PeerConnected | PeerClosed | TrackArrived | DataReceived
 
 @final
 class MediaEngine:
@@ -80,9 +90,9 @@ class MediaEngine:
     or a *subscriber* peer (server offers, ``create_offer``/``accept_answer``).
     """
 
-    def __init__(
-        self, *, bind_ip: str = "127.0.0.1", udp_port: int = 7882, advertise_ip: str | None = None
-    ) -> None:
+    def __new__(
+        cls, *, bind_ip: str = "127.0.0.1", udp_port: int = 7882, advertise_ip: str | None = None
+    ) -> MediaEngine:
         """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
         ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
         guessed local address when binding 0.0.0.0). Raises MediaError if binding fails."""
@@ -92,7 +102,7 @@ class MediaEngine:
     def wake_fd(self) -> int:
         """A fd that turns readable when events are pending (for
         ``trio.lowlevel.wait_readable``). ``drain_events`` clears it."""
-    def drain_events(self) -> list[MediaEvent]:
+    def drain_events(self) -> list[_MediaEvent]:
         """All pending events, oldest first. Never blocks."""
     def add_peer(self, peer_id: str, *, subscriber: bool) -> None:
         """Create a peer. MediaError if the id is taken."""
@@ -140,4 +150,4 @@ class MediaEngine:
         """Stop the engine thread and close the socket. Idempotent; later calls raise
         MediaError."""
     def __enter__(self) -> MediaEngine: ...
-    def __exit__(self, *exc: object) -> Literal[False]: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...

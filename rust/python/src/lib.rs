@@ -273,10 +273,12 @@ impl MediaEngine {
     fn __exit__(
         &self,
         py: Python<'_>,
-        _exc_type: Option<PyObject>,
-        _exc: Option<PyObject>,
-        _tb: Option<PyObject>,
+        exc_type: Option<PyObject>,
+        exc: Option<PyObject>,
+        tb: Option<PyObject>,
     ) -> bool {
+        // Exceptions propagate; the engine closes either way.
+        let _ = (exc_type, exc, tb);
         self.close(py);
         false
     }
