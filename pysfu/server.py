@@ -29,9 +29,11 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from livekit.protocol import models, webhook
 
+from . import _core
 from .config import Config
 from .http import App
 from .manager import RoomDefaults, RoomManager
+from .media import EngineMediaPlane
 from .room import Room, ServerIdentity
 from .session import MAX_FRAME_BYTES
 from .webhook import NullWebhookSink, WebhookSender, WebhookSink
@@ -43,6 +45,9 @@ VERSION = "1.9.0"
 
 SHUTDOWN_FLUSH_S = 2.0
 """How long a graceful shutdown waits for participants to receive their LeaveRequest."""
+
+WEBHOOK_FLUSH_S = 5.0
+"""How long a graceful shutdown waits for queued webhooks to be delivered."""
 
 
 def _bind_string(address: str, port: int) -> str:
@@ -74,6 +79,9 @@ class Server:
         self.app = App(self.manager, config.keys)
         self.port: int = config.port
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
+        self.udp_port: int = config.udp_port
+        """The media UDP port actually bound (differs from config when 0)."""
+        self.media: EngineMediaPlane | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -99,7 +107,17 @@ class Server:
         hconfig.graceful_timeout = 1.0
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("pysfu.http")
+        bind_ip = self.config.bind_addresses[0] if self.config.bind_addresses else "0.0.0.0"
+        engine = _core.MediaEngine(
+            bind_ip="0.0.0.0" if bind_ip in ("", "::") else bind_ip,
+            udp_port=self.config.udp_port,
+            advertise_ip=self.config.node_ip,
+        )
+        self.udp_port = engine.udp_port
+        self.media = EngineMediaPlane(self.manager, engine)
+        self.manager.media = self.media
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.media.run)
             await nursery.start(self.manager.run)
             if isinstance(self.webhooks, WebhookSender):
                 await nursery.start(self.webhooks.run)
@@ -122,8 +140,21 @@ class Server:
         self.manager.close_all(models.DisconnectReason.SERVER_SHUTDOWN)
         with trio.move_on_after(SHUTDOWN_FLUSH_S):
             await self.manager.sessions_closed()
+        await self._flush_webhooks()
         self._stop.set()
         await self._stopped.wait()
+
+    async def _flush_webhooks(self) -> None:
+        """Let the webhook sender finish what is queued (room_finished and
+        participant_left from the shutdown itself) before its task is cancelled."""
+        if not isinstance(self.webhooks, WebhookSender):
+            return
+        with trio.move_on_after(WEBHOOK_FLUSH_S):
+            while True:
+                stats = self.webhooks.statistics()
+                if stats.delivered + stats.failed >= stats.queued:
+                    return
+                await trio.sleep(0.02)
 
     # ---- observing and driving rooms from Python --------------------------------------------
 

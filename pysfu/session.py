@@ -200,6 +200,8 @@ class SignalSession:
         if sid not in room.participants:
             return
         kind = req.WhichOneof("message")
+        if kind not in ("ping", "ping_req", "trickle"):
+            log.debug("%s -> %s", sid, kind)
         if kind == "offer":
             manager.apply(room, room.transition(sid, ParticipantEvent.NEGOTIATED))
             if media is not None:

@@ -1,0 +1,344 @@
+"""The bridge between rooms and the Rust media engine (``pysfu._core.MediaEngine``).
+
+Each participant has two engine peers: ``<sid>/pub`` (the client offers, we answer)
+and ``<sid>/sub`` (we offer, the client answers). This module translates signaling
+(SessionDescription, TrickleRequest, UpdateTrackSettings) into engine commands, and
+engine events (peer connected, track arrived, data received) into room transitions.
+
+The engine forwards RTP on its own threads; Python sees only control events. The
+event pump waits on the engine's wake-up fd with ``trio.lowlevel.wait_readable``, so
+it costs nothing while the engine is quiet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import attrs
+import trio
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
+
+from . import _core
+from .errors import RemoteProtocolError
+from .lifecycle import ParticipantEvent
+from .manager import RoomManager
+from .negotiation import Negotiator
+from .room import Binding, DataDelivery, Room
+from .sdp import media_sections
+
+log = logging.getLogger(__name__)
+
+Target = rtc.SignalTarget
+
+_MID_RE = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+
+MAX_DATA_PACKET_BYTES = 64 * 1024
+"""Larger DataPackets are dropped: SCTP messages from the SDKs stay below 64 KiB."""
+
+_QUALITY_BY_LAYER = {
+    models.VideoQuality.LOW: 0,
+    models.VideoQuality.MEDIUM: 1,
+    models.VideoQuality.HIGH: 2,
+}
+
+
+def pub_peer(sid: str) -> str:
+    return f"{sid}/pub"
+
+
+def sub_peer(sid: str) -> str:
+    return f"{sid}/sub"
+
+
+def _split_peer(peer_id: str) -> tuple[str, bool]:
+    """(participant sid, is subscriber peer)."""
+    sid, _, role = peer_id.rpartition("/")
+    return sid, role == "sub"
+
+
+@attrs.define(eq=False)
+class _ParticipantMedia:
+    room: Room
+    sid: str
+    negotiator: Negotiator = attrs.field(factory=Negotiator)
+    msid_tracks: dict[str, str] = attrs.field(factory=dict)
+    """Track sid -> msid track id of its m-section in the publisher's offer (the cid,
+    unless the client announced another id)."""
+    connected: bool = False
+
+
+class EngineMediaPlane:
+    """Implements ``manager.MediaPlane`` on top of the Rust engine."""
+
+    def __init__(self, manager: RoomManager, engine: _core.MediaEngine) -> None:
+        self.manager = manager
+        self.engine = engine
+        self._participants: dict[str, _ParticipantMedia] = {}
+
+    # ---- lifetime ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Pump engine events into rooms until cancelled."""
+        fd = self.engine.wake_fd()
+        task_status.started()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                for event in self.engine.drain_events():
+                    try:
+                        self._on_event(event)
+                    except Exception:
+                        log.exception("error handling media event %r", event)
+        finally:
+            self.engine.close()
+
+    # ---- signaling → engine -------------------------------------------------------------
+
+    def participant_joined(self, room: Room, sid: str) -> None:
+        self._participants[sid] = _ParticipantMedia(room=room, sid=sid)
+        self.engine.add_peer(pub_peer(sid), subscriber=False)
+        self.engine.add_peer(sub_peer(sid), subscriber=True)
+        # The client waits for the subscriber PC (primary) to connect before its
+        # connect() resolves, so offer at once, data channels and all.
+        self._renegotiate(sid)
+
+    def participant_removed(self, sid: str) -> None:
+        if self._participants.pop(sid, None) is None:
+            return
+        for peer in (pub_peer(sid), sub_peer(sid)):
+            try:
+                self.engine.remove_peer(peer)
+            except _core.MediaError as exc:
+                log.debug("removing %s: %s", peer, exc)
+
+    def publisher_offer(self, sid: str, offer: rtc.SessionDescription) -> None:
+        pm = self._participants.get(sid)
+        if pm is None:
+            return
+        self._unpublish_stopped(pm, offer.sdp)
+        try:
+            answer = self.engine.accept_offer(pub_peer(sid), offer.sdp)
+        except _core.MediaError as exc:
+            log.warning("%s: publisher offer rejected: %s", sid, exc)
+            return
+        self.manager.send(
+            sid,
+            rtc.SignalResponse(
+                answer=rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
+            ),
+        )
+        self._trickle_local(sid, Target.PUBLISHER, answer)
+
+    def _unpublish_stopped(self, pm: _ParticipantMedia, sdp: str) -> None:
+        """Clients unpublish by renegotiating without the track (no signal message):
+        a live publication whose m-section stopped sending is unpublished."""
+        p = pm.room.participants.get(pm.sid)
+        if p is None:
+            return
+        sending = {s.mid: s for s in media_sections(sdp) if s.sending}
+        for pub in list(p.publications.values()):
+            if not pub.live or not pub.info.mid:
+                continue
+            section = sending.get(pub.info.mid)
+            expected = pm.msid_tracks.get(pub.sid, pub.cid)
+            if section is None or (section.track_id and section.track_id != expected):
+                pm.msid_tracks.pop(pub.sid, None)
+                self.manager.apply(pm.room, pm.room.unpublish(pm.sid, pub.sid))
+                try:
+                    self.engine.unpublish_track(pub.sid)
+                except _core.MediaError as exc:
+                    log.debug("unpublish %s: %s", pub.sid, exc)
+
+    def subscriber_answer(self, sid: str, answer: rtc.SessionDescription) -> None:
+        pm = self._participants.get(sid)
+        if pm is None:
+            return
+        log.debug("%s: subscriber answer %d:\n%s", sid, answer.id, answer.sdp)
+        try:
+            self.engine.accept_answer(sub_peer(sid), answer.sdp)
+            follow_up = pm.negotiator.answered(answer.id)
+        except (_core.MediaError, RemoteProtocolError) as exc:
+            log.warning("%s: subscriber answer rejected: %s", sid, exc)
+            return
+        if follow_up is not None:
+            self._send_offer(sid, follow_up)
+
+    def trickle(self, sid: str, trickle: rtc.TrickleRequest) -> None:
+        if sid not in self._participants:
+            return
+        try:
+            init = json.loads(trickle.candidateInit)
+            candidate = init.get("candidate", "") if isinstance(init, dict) else ""
+        except ValueError:
+            log.warning("%s: undecodable trickle candidate ignored", sid)
+            return
+        if not candidate:
+            return  # end-of-candidates
+        peer = sub_peer(sid) if trickle.target == Target.SUBSCRIBER else pub_peer(sid)
+        try:
+            self.engine.add_remote_candidate(peer, candidate)
+        except _core.MediaError as exc:
+            log.debug("%s: candidate ignored: %s", sid, exc)
+
+    def set_muted(self, track_sid: str, muted: bool) -> None:
+        try:
+            self.engine.set_muted(track_sid, muted)
+        except _core.MediaError:
+            log.debug("mute of unbound track %s ignored", track_sid)
+
+    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
+        if sid not in self._participants:
+            return
+        quality = _QUALITY_BY_LAYER.get(settings.quality, 2)
+        if settings.width or settings.height:
+            quality = _quality_for_size(settings.height or settings.width)
+        for track_sid in settings.track_sids:
+            try:
+                self.engine.set_layer(subscriber=sub_peer(sid), track_id=track_sid, quality=quality)
+            except _core.MediaError:
+                log.debug("%s: layer choice for unknown track %s ignored", sid, track_sid)
+
+    def apply_bindings(self, bindings: list[Binding]) -> None:
+        changed: set[str] = set()
+        for b in bindings:
+            if b.subscriber_sid not in self._participants:
+                continue
+            try:
+                if b.bind:
+                    self.engine.subscribe(
+                        subscriber=sub_peer(b.subscriber_sid),
+                        track_id=b.track_sid,
+                        stream_id=f"{b.publisher_sid}|{b.track_sid}",
+                    )
+                else:
+                    self.engine.unsubscribe(
+                        subscriber=sub_peer(b.subscriber_sid), track_id=b.track_sid
+                    )
+            except _core.MediaError as exc:
+                log.warning("binding %s failed: %s", b, exc)
+                continue
+            changed.add(b.subscriber_sid)
+        for sid in changed:
+            self._renegotiate(sid)
+
+    def deliver_data(self, deliveries: list[DataDelivery]) -> None:
+        for d in deliveries:
+            if d.participant_sid not in self._participants:
+                continue
+            try:
+                self.engine.send_data(
+                    sub_peer(d.participant_sid),
+                    reliable=d.reliable,
+                    payload=d.packet.SerializeToString(),
+                )
+            except _core.MediaError as exc:
+                log.debug("data to %s dropped: %s", d.participant_sid, exc)
+
+    # ---- negotiation helpers --------------------------------------------------------------
+
+    def _renegotiate(self, sid: str) -> None:
+        pm = self._participants.get(sid)
+        if pm is None:
+            return
+        offer_id = pm.negotiator.changed()
+        if offer_id is not None:
+            self._send_offer(sid, offer_id)
+
+    def _send_offer(self, sid: str, offer_id: int) -> None:
+        sdp = self.engine.create_offer(sub_peer(sid))
+        log.debug("%s: subscriber offer %d:\n%s", sid, offer_id, sdp)
+        self.manager.send(
+            sid,
+            rtc.SignalResponse(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=offer_id)),
+        )
+        self._trickle_local(sid, Target.SUBSCRIBER, sdp)
+
+    def _trickle_local(self, sid: str, target: rtc.SignalTarget, sdp: str) -> None:
+        """Candidates are in the SDP already; trickling them too helps clients that
+        only take candidates from trickle. sdpMid must be a real mid (clients crash
+        on null)."""
+        match = _MID_RE.search(sdp)
+        if match is None:
+            return
+        peer = sub_peer(sid) if target == Target.SUBSCRIBER else pub_peer(sid)
+        for candidate in self.engine.local_candidates(peer):
+            init = {"candidate": candidate, "sdpMid": match.group(1), "sdpMLineIndex": 0}
+            self.manager.send(
+                sid,
+                rtc.SignalResponse(
+                    trickle=rtc.TrickleRequest(candidateInit=json.dumps(init), target=target)
+                ),
+            )
+
+    # ---- engine → rooms -------------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        sid, is_sub = _split_peer(event.peer_id)
+        pm = self._participants.get(sid)
+        if pm is None:
+            return
+        room = pm.room
+        if isinstance(event, _core.PeerConnected):
+            self.manager.apply(room, room.transition(sid, ParticipantEvent.TRANSPORT_CONNECTED))
+        elif isinstance(event, _core.PeerClosed):
+            log.info("%s: %s peer closed (%s)", sid, "sub" if is_sub else "pub", event.reason)
+            if sid in room.participants:
+                self.manager.apply(
+                    room,
+                    room.remove(sid, models.DisconnectReason.MEDIA_FAILURE, now=self.manager.now()),
+                )
+        elif isinstance(event, _core.TrackArrived):
+            self._track_arrived(pm, event)
+        elif isinstance(event, _core.DataReceived):
+            self._data_received(pm, event.reliable, bytes(event.payload))
+
+    def _track_arrived(self, pm: _ParticipantMedia, event: Any) -> None:
+        room, sid = pm.room, pm.sid
+        p = room.participants.get(sid)
+        if p is None:
+            return
+        pub = p.publication_by_cid(event.track_id)
+        if pub is None:
+            # Some clients put another id in msid than the cid they announced: fall
+            # back to the oldest pending publication of the same kind.
+            kind = models.TrackType.AUDIO if event.kind == "audio" else models.TrackType.VIDEO
+            pub = next(
+                (x for x in p.publications.values() if not x.live and x.info.type == kind),
+                None,
+            )
+        if pub is None or pub.live:
+            log.info("%s: media on mid %s matches no pending publication", sid, event.mid)
+            return
+        self.engine.publish_track(publisher=pub_peer(sid), mid=event.mid, track_id=pub.sid)
+        pm.msid_tracks[pub.sid] = event.track_id
+        if pub.info.muted:
+            self.engine.set_muted(pub.sid, True)
+        _, fx = room.track_live(
+            sid, cid=pub.cid, mid=event.mid, mime_type=f"{event.kind}/{event.codec}"
+        )
+        self.manager.apply(room, fx)
+
+    def _data_received(self, pm: _ParticipantMedia, reliable: bool, payload: bytes) -> None:
+        if len(payload) > MAX_DATA_PACKET_BYTES:
+            log.warning("%s: oversized data packet dropped", pm.sid)
+            return
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(payload)
+        except DecodeError:
+            log.warning("%s: undecodable data packet dropped", pm.sid)
+            return
+        self.manager.apply(pm.room, pm.room.route_data(pm.sid, packet, reliable=reliable))
+
+
+def _quality_for_size(pixels: int) -> int:
+    """Layer for a requested dimension, as the reference server's rough thresholds."""
+    if pixels <= 240:
+        return 0
+    if pixels <= 480:
+        return 1
+    return 2

@@ -1,0 +1,231 @@
+"""Helpers for tests driving the official ``livekit`` Python SDK against pysfu."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from .conftest import RunningServer
+
+SAMPLE_RATE = 48_000
+FRAME_MS = 10
+TONE_HZ = 440.0
+
+
+class Watcher:
+    """Collects every Room event so a test can wait for one matching a predicate."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.room = room
+        self.seen: list[tuple[str, tuple[Any, ...]]] = []
+        self._changed = asyncio.Event()
+        names = [
+            "participant_connected",
+            "participant_disconnected",
+            "track_published",
+            "track_unpublished",
+            "track_subscribed",
+            "track_unsubscribed",
+            "track_muted",
+            "track_unmuted",
+            "data_received",
+            "participant_metadata_changed",
+            "disconnected",
+        ]
+        for name in names:
+            room.on(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Callable[..., None]:
+        def record(*args: Any) -> None:
+            self.seen.append((name, args))
+            self._changed.set()
+
+        return record
+
+    async def wait_for(
+        self, name: str, pred: Callable[..., bool] = lambda *a: True, timeout: float = 15
+    ) -> tuple[Any, ...]:
+        """Args of the first ``name`` event (past or future) matching ``pred``."""
+        async with asyncio.timeout(timeout):
+            index = 0
+            while True:
+                while index < len(self.seen):
+                    seen_name, args = self.seen[index]
+                    index += 1
+                    if seen_name == name and pred(*args):
+                        return args
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def join(
+    server: RunningServer,
+    identity: str,
+    *,
+    room: str = "room1",
+    auto_subscribe: bool = True,
+    **grant: Any,
+) -> tuple[rtc.Room, Watcher]:
+    r = rtc.Room()
+    watcher = Watcher(r)
+    await r.connect(
+        server.url,
+        server.token_for(identity, room, **grant),
+        rtc.RoomOptions(auto_subscribe=auto_subscribe, connect_timeout=15),
+    )
+    return r, watcher
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    server: RunningServer, identity: str, **kw: Any
+) -> AsyncIterator[tuple[rtc.Room, Watcher]]:
+    r, w = await join(server, identity, **kw)
+    try:
+        yield r, w
+    finally:
+        await r.disconnect()
+
+
+class ToneSource:
+    """A microphone track playing a sine tone, fed in real time."""
+
+    def __init__(self, freq: float = TONE_HZ) -> None:
+        self.source = rtc.AudioSource(SAMPLE_RATE, 1)
+        self.track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
+        self.freq = freq
+        self._task: asyncio.Task[None] | None = None
+
+    async def _feed(self) -> None:
+        n = SAMPLE_RATE * FRAME_MS // 1000
+        phase = 0
+        while True:
+            frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, n)
+            t = (np.arange(n) + phase) / SAMPLE_RATE
+            samples = (0.5 * 32767 * np.sin(2 * math.pi * self.freq * t)).astype(np.int16)
+            np.frombuffer(frame.data, dtype=np.int16)[:] = samples
+            phase += n
+            await self.source.capture_frame(frame)
+
+    async def publish(self, room: rtc.Room) -> rtc.LocalTrackPublication:
+        self._task = asyncio.create_task(self._feed())
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        return await room.local_participant.publish_track(self.track, opts)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class CameraSource:
+    """A camera track of moving colour bars, fed at ``fps``."""
+
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 15) -> None:
+        self.width, self.height, self.fps = width, height, fps
+        self.source = rtc.VideoSource(width, height)
+        self.track = rtc.LocalVideoTrack.create_video_track("camera", self.source)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _feed(self) -> None:
+        n = 0
+        while True:
+            data = np.zeros((self.height, self.width, 4), dtype=np.uint8)
+            data[:, :, 0] = (np.arange(self.width) + n * 4) % 256
+            data[:, :, 1] = 128
+            data[:, :, 3] = 255
+            frame = rtc.VideoFrame(
+                self.width, self.height, rtc.VideoBufferType.RGBA, data.tobytes()
+            )
+            self.source.capture_frame(frame)
+            n += 1
+            await asyncio.sleep(1 / self.fps)
+
+    async def publish(self, room: rtc.Room, *, simulcast: bool = True) -> rtc.LocalTrackPublication:
+        self._task = asyncio.create_task(self._feed())
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=simulcast)
+        return await room.local_participant.publish_track(self.track, opts)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def tone_ratio(samples: np.ndarray, freq: float = TONE_HZ) -> float:
+    """Share of the signal's energy at ``freq`` (1.0 = a pure tone, ~0 = noise/silence)."""
+    x = samples.astype(np.float64)
+    total = float(np.sum(x * x))
+    if total < 1e3:
+        return 0.0
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+    band = (freqs > freq - 20) & (freqs < freq + 20)
+    return float(spectrum[band].sum() / spectrum.sum())
+
+
+class AudioProbe:
+    """Reads a remote audio track and keeps the last half second of samples."""
+
+    def __init__(self, track: rtc.Track) -> None:
+        self.stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        self.frames = 0
+        self.recent: list[np.ndarray] = []
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for event in self.stream:
+            self.frames += 1
+            self.recent.append(np.frombuffer(event.frame.data, dtype=np.int16).copy())
+            del self.recent[:-50]
+
+    def tone(self) -> float:
+        if len(self.recent) < 20:
+            return 0.0
+        return tone_ratio(np.concatenate(self.recent[-20:]))
+
+    async def wait_tone(self, present: bool, timeout: float = 15) -> None:
+        async with asyncio.timeout(timeout):
+            while (self.tone() > 0.5) != present:
+                await asyncio.sleep(0.1)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.stream.aclose()
+
+
+class VideoProbe:
+    """Reads a remote video track, counting frames and recording their size."""
+
+    def __init__(self, track: rtc.Track) -> None:
+        self.stream = rtc.VideoStream(track)
+        self.frames = 0
+        self.size: tuple[int, int] = (0, 0)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for event in self.stream:
+            self.frames += 1
+            self.size = (event.frame.width, event.frame.height)
+
+    async def wait_frames(self, count: int, timeout: float = 20) -> None:
+        start = self.frames
+        async with asyncio.timeout(timeout):
+            while self.frames < start + count:
+                await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.stream.aclose()
