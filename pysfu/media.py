@@ -193,6 +193,7 @@ class EngineMediaPlane:
     def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
         if sid not in self._participants:
             return
+        log.debug("%s: track settings %s", sid, settings)
         quality = _QUALITY_BY_LAYER.get(settings.quality, 2)
         if settings.width or settings.height:
             quality = _quality_for_size(settings.height or settings.width)
@@ -301,6 +302,7 @@ class EngineMediaPlane:
         p = room.participants.get(sid)
         if p is None:
             return
+        log.debug("%s: track arrived %r", sid, event)
         pub = p.publication_by_cid(event.track_id)
         if pub is None:
             # Some clients put another id in msid than the cid they announced: fall

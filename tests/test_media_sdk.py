@@ -283,3 +283,34 @@ async def test_garbage_udp_does_not_disturb_sessions(server: RunningServer) -> N
         await probe.wait_tone(present=True)
         await probe.aclose()
         await tone.aclose()
+
+
+async def test_simulcast_layer_follows_requested_quality(server: RunningServer) -> None:
+    camera = CameraSource(640, 360, fps=15)
+    async with (
+        connected(server, "alice") as (alice, _),
+        connected(server, "bob") as (_, bob_w),
+    ):
+        await camera.publish(alice, simulcast=True)
+        (track, publication, _) = await bob_w.wait_for(
+            "track_subscribed", lambda t, pub, p: t.kind == rtc.TrackKind.KIND_VIDEO
+        )
+        assert publication.simulcasted
+        video = VideoProbe(track)
+        try:
+            # The browser-style default is the highest layer the publisher sends.
+            async with asyncio.timeout(20):
+                while video.size != (640, 360):
+                    await video.wait_frames(1)
+            publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_LOW)
+            async with asyncio.timeout(20):
+                while video.size[0] >= 640 or video.size[0] == 0:
+                    await video.wait_frames(1)
+            assert video.size[0] < 640 and video.size[1] < 360
+            publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+            async with asyncio.timeout(20):
+                while video.size != (640, 360):
+                    await video.wait_frames(1)
+        finally:
+            await video.aclose()
+            await camera.aclose()
