@@ -314,3 +314,35 @@ async def test_simulcast_layer_follows_requested_quality(server: RunningServer) 
         finally:
             await video.aclose()
             await camera.aclose()
+
+
+async def test_server_api_sees_and_mutes_live_tracks(server: RunningServer) -> None:
+    from livekit import api
+    from livekit.protocol import models
+
+    tone = ToneSource()
+    async with (
+        connected(server, "alice") as (alice, _),
+        connected(server, "bob") as (_, bob_w),
+        api.LiveKitAPI(server.http_url, *server_keys()) as lk,
+    ):
+        publication = await tone.publish(alice)
+        (track, _, _) = await bob_w.wait_for("track_subscribed")
+        probe = AudioProbe(track)
+        await probe.wait_tone(present=True)
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room="room1"))
+        by_identity = {p.identity: p for p in listed.participants}
+        assert set(by_identity) == {"alice", "bob"}
+        info = by_identity["alice"]
+        assert info.state == models.ParticipantInfo.State.ACTIVE
+        assert [t.sid for t in info.tracks] == [publication.sid]
+        assert info.tracks[0].source == models.TrackSource.MICROPHONE
+        await lk.room.mute_published_track(
+            api.MuteRoomTrackRequest(
+                room="room1", identity="alice", track_sid=publication.sid, muted=True
+            )
+        )
+        await bob_w.wait_for("track_muted")
+        await probe.wait_tone(present=False)
+        await probe.aclose()
+        await tone.aclose()
