@@ -171,7 +171,7 @@ class App:
             await transport.send(leave.SerializeToString())
             await transport.close()
             return
-        room = self.manager.create_room(claims.video.room)
+        room = self.manager.create_room(claims.video.room, **_room_options(claims))
         await SignalSession(self.manager, room, claims, params, transport).run()
 
     async def _deny(self, scope: Scope, send: Send, status: int, message: str) -> None:
@@ -223,6 +223,27 @@ class App:
             await respond(send, status, payload, content_type=content_type.encode())
         else:
             await respond(send, 404, b"not found")
+
+
+def _room_options(claims: Claims) -> dict[str, Any]:
+    """CreateRoom options a token's ``roomConfig`` carries (used when the join creates
+    the room; an existing room keeps its settings)."""
+    config = claims.room_config or {}
+    options: dict[str, Any] = {}
+    for key, name in (
+        ("emptyTimeout", "empty_timeout_s"),
+        ("departureTimeout", "departure_timeout_s"),
+    ):
+        value = config.get(key, config.get(name.removesuffix("_s")))
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            options[name] = float(value)
+    max_participants = config.get("maxParticipants", config.get("max_participants"))
+    if isinstance(max_participants, int) and not isinstance(max_participants, bool):
+        options["max_participants"] = max(0, max_participants)
+    metadata = config.get("metadata")
+    if isinstance(metadata, str):
+        options["metadata"] = metadata
+    return options
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:

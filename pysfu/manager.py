@@ -71,6 +71,8 @@ class MediaPlane(Protocol):
 
     def deliver_data(self, deliveries: list[DataDelivery]) -> None: ...
 
+    def tracks_unpublished(self, track_sids: list[str]) -> None: ...
+
     def participant_removed(self, sid: str) -> None: ...
 
 
@@ -285,6 +287,8 @@ class RoomManager:
                 self.media.apply_bindings(fx.bindings)
             if fx.data:
                 self.media.deliver_data(fx.data)
+            if fx.unpublished:
+                self.media.tracks_unpublished(fx.unpublished)
         for event in fx.events:
             self._emit(event)
         handle = self._rooms.get(room.name)

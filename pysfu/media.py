@@ -148,10 +148,6 @@ class EngineMediaPlane:
             if section is None or (section.track_id and section.track_id != expected):
                 pm.msid_tracks.pop(pub.sid, None)
                 self.manager.apply(pm.room, pm.room.unpublish(pm.sid, pub.sid))
-                try:
-                    self.engine.unpublish_track(pub.sid)
-                except _core.MediaError as exc:
-                    log.debug("unpublish %s: %s", pub.sid, exc)
 
     def subscriber_answer(self, sid: str, answer: rtc.SessionDescription) -> None:
         pm = self._participants.get(sid)
@@ -225,6 +221,13 @@ class EngineMediaPlane:
             changed.add(b.subscriber_sid)
         for sid in changed:
             self._renegotiate(sid)
+
+    def tracks_unpublished(self, track_sids: list[str]) -> None:
+        for track_sid in track_sids:
+            try:
+                self.engine.unpublish_track(track_sid)
+            except _core.MediaError:
+                log.debug("unpublish of unbound track %s ignored", track_sid)
 
     def deliver_data(self, deliveries: list[DataDelivery]) -> None:
         for d in deliveries:

@@ -63,6 +63,8 @@ class Effects:
     """Sessions to end after their queued messages, with a DisconnectReason."""
     bindings: list[Binding] = attrs.field(factory=list)
     data: list[DataDelivery] = attrs.field(factory=list)
+    unpublished: list[str] = attrs.field(factory=list)
+    """Track sids whose media the media plane must stop accepting."""
     events: list[webhook.WebhookEvent] = attrs.field(factory=list)
     room_closed: bool = False
 
@@ -74,6 +76,7 @@ class Effects:
         self.closes.extend(other.closes)
         self.bindings.extend(other.bindings)
         self.data.extend(other.data)
+        self.unpublished.extend(other.unpublished)
         self.events.extend(other.events)
         self.room_closed = self.room_closed or other.room_closed
 
@@ -497,6 +500,7 @@ class Room:
     ) -> None:
         del p.publications[pub.sid]
         self._drop_publication(fx, pub)
+        fx.unpublished.append(pub.sid)
         if notify_owner:
             fx.send(
                 p.sid,
@@ -588,6 +592,10 @@ class Room:
                     p.attributes[key] = value
         if permission is not None:
             p.permission = permission
+            # Revoking publish rights unpublishes what they no longer cover, as LiveKit.
+            for pub in list(p.publications.values()):
+                if not permission.can_publish or not _source_allowed(permission, pub.info.source):
+                    self._unpublish(fx, p, pub, notify_owner=True)
             for (sub_sid, _), sub in self.subscriptions.items():
                 if sub_sid == sid:
                     sub.allowed = permission.can_subscribe

@@ -96,7 +96,8 @@ def start_server(config: Config) -> RunningServer:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    ready.wait(20)
+    if not ready.wait(120):
+        raise RuntimeError("server did not start within 120 s")
     if "error" in box:
         raise box["error"]
     return RunningServer(server=box["server"], token=box["token"], thread=thread)

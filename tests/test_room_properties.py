@@ -220,3 +220,20 @@ def test_room_close_tells_everyone_and_unbinds() -> None:
     assert leaves == {a.sid: Reason.ROOM_DELETED, b.sid: Reason.ROOM_DELETED}
     assert [x.bind for x in fx.bindings] == [False]
     assert fx.room_closed and [e.event for e in fx.events][-1] == "room_finished"
+
+
+def test_revoking_publish_permission_unpublishes() -> None:
+    room = Room(name="r", created_at=0.0)
+    a, _ = room.join(identity="a", now=0)
+    b, _ = room.join(identity="b", now=0)
+    room.add_track(a.sid, rtc.AddTrackRequest(cid="c", type=models.TrackType.AUDIO))
+    _, live = room.track_live(a.sid, cid="c")
+    track_sid = live.bindings[0].track_sid
+    fx = room.update_participant(
+        a.sid, permission=models.ParticipantPermission(can_publish=False, can_subscribe=True)
+    )
+    assert [x.bind for x in fx.bindings] == [False]
+    unpublished = [m for sid, m in fx.messages if sid == a.sid and m.HasField("track_unpublished")]
+    assert unpublished[0].track_unpublished.track_sid == track_sid
+    assert not room.participants[a.sid].publications
+    room.check_invariants()

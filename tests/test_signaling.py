@@ -297,3 +297,25 @@ async def test_http_routes(server: RunningServer) -> None:
         async with open_websocket_url(url):
             pass
     assert info.value.status_code == 404
+
+
+async def test_room_config_in_token_shapes_the_new_room(server: RunningServer) -> None:
+    config = {"emptyTimeout": 42, "departureTimeout": 7, "maxParticipants": 1, "metadata": "m"}
+    token = mint_token(
+        API_KEY,
+        API_SECRET,
+        identity="alice",
+        room_config=config,
+        grant=VideoGrant(room_join=True, room="configured"),
+    )
+    async with connect(server.url, token) as ws:
+        join = (await SignalClient(ws).expect("join")).join
+        assert join.room.empty_timeout == 42 and join.room.departure_timeout == 7
+        assert join.room.max_participants == 1 and join.room.metadata == "m"
+        full = mint_token(
+            API_KEY, API_SECRET, identity="bob", grant=VideoGrant(room_join=True, room="configured")
+        )
+        with pytest.raises(ConnectionRejected) as info:
+            async with connect(server.url, full):
+                pass
+        assert info.value.status_code == 403
