@@ -225,7 +225,7 @@ def test_room_close_tells_everyone_and_unbinds() -> None:
 def test_revoking_publish_permission_unpublishes() -> None:
     room = Room(name="r", created_at=0.0)
     a, _ = room.join(identity="a", now=0)
-    b, _ = room.join(identity="b", now=0)
+    room.join(identity="b", now=0)
     room.add_track(a.sid, rtc.AddTrackRequest(cid="c", type=models.TrackType.AUDIO))
     _, live = room.track_live(a.sid, cid="c")
     track_sid = live.bindings[0].track_sid
