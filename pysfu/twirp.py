@@ -125,7 +125,13 @@ class TwirpService:
         except (RoomNotFound, ParticipantNotFound) as exc:
             raise TwirpError("not_found", str(exc)) from None
         if as_json:
-            payload = json_format.MessageToJson(reply, preserving_proto_field_name=True)
+            # As Twirp's default marshaler: proto field names, unset fields included.
+            payload = json_format.MessageToJson(
+                reply,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+                indent=None,
+            )
             return 200, "application/json", payload.encode()
         return 200, "application/protobuf", reply.SerializeToString()
 
