@@ -246,7 +246,7 @@ impl<S: Sink> Core<S> {
             for d in t.downs.iter().filter(|d| d.sub == key) {
                 match d.mid {
                     None if d.active => {
-                        to_add.push((*tk, t.kind, d.stream_id.clone(), t.id.clone()))
+                        to_add.push((*tk, t.kind, d.stream_id.clone(), d.msid_track_id(&t.id)))
                     }
                     None => {}
                     Some(mid) => {
@@ -444,14 +444,27 @@ impl<S: Sink> Core<S> {
             .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
         let seed = self.next_seed();
         let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let mut fresh = DownTrack::new(sub, stream_id.to_string(), track.kind, seed);
+        let mut retired = None;
         match track.downs.iter_mut().find(|d| d.sub == sub) {
+            Some(d) if d.active => d.pause(),
             Some(d) => {
-                d.active = true;
-                d.pause();
+                // Resubscribe. The SDKs dropped the track when they unsubscribed
+                // and only announce a (mid, stream) pair once per PeerConnection
+                // (the Rust SDK dedups `OnTrack` by it), so the same m-line
+                // coming back would never surface again: use a fresh m-line and
+                // a fresh SSRC, and leave the old m-line inactive.
+                retired = d.mid;
+                fresh.generation = d.generation + u32::from(d.mid.is_some());
+                *d = fresh;
             }
-            None => track
-                .downs
-                .push(DownTrack::new(sub, stream_id.to_string(), track.kind, seed)),
+            None => track.downs.push(fresh),
+        }
+        if let Some(mid) = retired {
+            self.router.by_sub_mid.remove(&(sub, mid));
+            if let Some(peer) = self.peers.get_mut(&sub) {
+                peer.orphan_mids.push(mid);
+            }
         }
         self.request_keyframes(tk, now);
         Ok(())

@@ -70,6 +70,8 @@ pub struct DownTrack {
     pub active: bool,
     /// Subscriber m-line, once an offer carried it.
     pub mid: Option<Mid>,
+    /// How many earlier m-lines this subscriber had for the track (resubscribes).
+    pub generation: u32,
     pub tx_ssrc: Option<Ssrc>,
     /// Requested quality 0..=2.
     pub quality: u8,
@@ -90,12 +92,24 @@ impl DownTrack {
             stream_id,
             active: true,
             mid: None,
+            generation: 0,
             tx_ssrc: None,
             quality: 2,
             current_rid: None,
             current_ssrc: None,
             rewriter: Rewriter::new(clock, seed),
             pt_map: Vec::new(),
+        }
+    }
+
+    /// The msid track id of this down track's m-line. libwebrtc rejects an SDP
+    /// whose m-lines repeat an msid, and a resubscription's m-line sits next to
+    /// the retired one; the SDKs take the track sid from the stream id
+    /// (`PA_…|TR_…`), so only the first m-line carries the bare track id.
+    pub fn msid_track_id(&self, track_id: &str) -> String {
+        match self.generation {
+            0 => track_id.to_string(),
+            n => format!("{track_id}~{n}"),
         }
     }
 

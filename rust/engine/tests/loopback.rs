@@ -365,3 +365,80 @@ fn simulcast_layers_and_switching() {
     assert!(w.engine.set_layer("sub", "TR_sim", 7).is_err());
     w.engine.close();
 }
+
+/// (mid, direction, msid) of each video m-section of an SDP.
+fn video_sections(sdp: &str) -> Vec<(String, String, String)> {
+    sdp.split("m=")
+        .filter(|s| s.starts_with("video"))
+        .map(|s| {
+            let attr = |name: &str| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let dir = ["sendonly", "recvonly", "sendrecv", "inactive"]
+                .iter()
+                .find(|d| s.lines().any(|l| l.trim() == format!("a={d}")))
+                .unwrap_or(&"")
+                .to_string();
+            (attr("a=mid:"), dir, attr("a=msid:"))
+        })
+        .collect()
+}
+
+#[test]
+fn resubscribe_uses_a_fresh_m_line() {
+    let (mut w, mid, _) = setup();
+    let mut s = Sender { seq: 100, ts: 1000, rid: None };
+    send_frames(&mut w, &mut s, mid, &[(true, 1)]);
+    w.engine.publish_track("pub", &mid.to_string(), "TR_v").unwrap();
+    w.engine.subscribe("sub", "TR_v", "PA_pub|TR_v").unwrap();
+    let first = video_sections(&negotiate_sub(&mut w));
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].1.as_str(), first[0].2.as_str()), ("sendonly", "PA_pub|TR_v TR_v"));
+    send_frames(&mut w, &mut s, mid, &[(true, 2), (false, 3)]);
+
+    w.engine.unsubscribe("sub", "TR_v").unwrap();
+    let second = video_sections(&negotiate_sub(&mut w));
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].0.as_str(), second[0].1.as_str()), (first[0].0.as_str(), "inactive"));
+
+    // SDKs announce a (mid, stream) pair once per PeerConnection: the track comes
+    // back on a new m-line, with an msid no other m-line repeats (libwebrtc
+    // rejects duplicates) but the same stream id (the SDKs read the sid from it).
+    w.engine.subscribe("sub", "TR_v", "PA_pub|TR_v").unwrap();
+    let third = video_sections(&negotiate_sub(&mut w));
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert_eq!((third[0].0.as_str(), third[0].1.as_str()), (first[0].0.as_str(), "inactive"));
+    assert_ne!(third[1].0, first[0].0);
+    assert_eq!(third[1].1, "sendonly");
+    assert!(third[1].2.starts_with("PA_pub|TR_v "), "{third:?}");
+    assert_ne!(third[1].2, third[0].2, "msid repeated: {third:?}");
+
+    send_frames(&mut w, &mut s, mid, &[(false, 4), (true, 5), (false, 6)]);
+    assert_eq!(tags(&w.clients[SUB]), vec![2, 3, 5, 6]);
+    let ssrcs: Vec<u32> = w.clients[SUB]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RtpPacket(p) => Some(*p.header.ssrc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ssrcs[0], ssrcs[1]);
+    assert_ne!(ssrcs[1], ssrcs[2], "a fresh m-line sends on a fresh SSRC");
+
+    // Unsubscribe and resubscribe before any renegotiation: still one new m-line.
+    w.engine.unsubscribe("sub", "TR_v").unwrap();
+    w.engine.subscribe("sub", "TR_v", "PA_pub|TR_v").unwrap();
+    let fourth = video_sections(&negotiate_sub(&mut w));
+    assert_eq!(fourth.len(), 3, "{fourth:?}");
+    assert_eq!(fourth.iter().filter(|s| s.1 == "sendonly").count(), 1, "{fourth:?}");
+    let mut msids: Vec<&str> = fourth.iter().map(|s| s.2.as_str()).collect();
+    msids.sort();
+    msids.dedup();
+    assert_eq!(msids.len(), 3, "{fourth:?}");
+    w.engine.close();
+}
