@@ -12,7 +12,7 @@ use str0m::config::CryptoProvider;
 use str0m::crypto::dtls::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
 use crate::demux::Demux;
@@ -832,6 +832,10 @@ impl<S: Sink> Core<S> {
         let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
         let video = track.kind == MediaKind::Video;
         let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);
+        let vp8 = match codec {
+            CodecKind::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
+            _ => None,
+        };
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
         let ext = ExtensionValues {
@@ -860,6 +864,9 @@ impl<S: Sink> Core<S> {
                     continue;
                 }
                 d.rewriter.switch(in_seq, in_ts, now);
+                if let Some(desc) = &vp8 {
+                    d.vp8.switch(desc, &pkt.payload);
+                }
                 d.current_rid = rid;
                 d.current_ssrc = Some(ssrc);
             } else if wanted.is_some() && wanted != Some(rid) {
@@ -901,12 +908,14 @@ impl<S: Sink> Core<S> {
                 d.tx_ssrc = None;
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(out_pt, SeqNo::from(out_seq), out_ts, pkt.timestamp, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .ext_vals(ext.clone())
-                    .nackable(video),
-            );
+            let mut write = RtpWrite::new(out_pt, SeqNo::from(out_seq), out_ts, pkt.timestamp, pkt.payload.clone())
+                .marker(pkt.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(video);
+            if let Some(patch) = vp8.as_ref().and_then(|desc| d.vp8.map(desc, &pkt.payload)) {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             counters.rtp_forwarded += 1;
             if !sub.dirty {
                 sub.dirty = true;

@@ -20,8 +20,9 @@
 //! - A removed peer leaves no routing entries, tracks or subscriptions behind.
 //!
 //! # Out of scope (for now)
-//! TURN/TCP, dependency-descriptor forwarding, VP8 picture-id rewriting on layer
-//! switches, RED, bandwidth-driven layer selection (dynacast), multi-threaded sharding.
+//! TURN/TCP, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
+//! layer switches (VP8's is done), RED, bandwidth-driven layer selection (dynacast),
+//! multi-threaded sharding.
 pub mod core;
 pub mod demux;
 pub mod error;

@@ -8,7 +8,7 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::keyframe::CodecKind;
-use crate::rewrite::Rewriter;
+use crate::rewrite::{Rewriter, Vp8Rewriter};
 use crate::PeerKey;
 
 /// Index of a published track.
@@ -79,6 +79,7 @@ pub struct DownTrack {
     pub current_rid: Option<Rid>,
     pub current_ssrc: Option<Ssrc>,
     pub rewriter: Rewriter,
+    pub vp8: Vp8Rewriter,
     /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated there).
     pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -98,6 +99,7 @@ impl DownTrack {
             current_rid: None,
             current_ssrc: None,
             rewriter: Rewriter::new(clock, seed),
+            vp8: Vp8Rewriter::default(),
             pt_map: Vec::new(),
         }
     }

@@ -173,6 +173,8 @@ struct Sender {
     seq: u64,
     ts: u32,
     rid: Option<Rid>,
+    /// VP8 PictureID / TL0PICIDX of the next frame, when the descriptor carries them.
+    pid: Option<(u16, u8)>,
 }
 
 impl Sender {
@@ -185,7 +187,16 @@ impl Sender {
             .find(|p| p.spec().codec == Codec::Vp8)
             .unwrap()
             .pt();
-        let payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }, tag, 0x9d, 0x01, 0x2a];
+        // The tag goes last: tags() reads it there whatever the descriptor's length.
+        let p_bit = if keyframe { 0x00 } else { 0x01 };
+        let payload = match &mut self.pid {
+            None => vec![0x10, p_bit, 0x9d, 0x01, 0x2a, tag],
+            Some((pid, tl0)) => {
+                *pid = (*pid + 1) & 0x7fff;
+                *tl0 = tl0.wrapping_add(1);
+                vec![0x90, 0xe0, 0x80 | (*pid >> 8) as u8, *pid as u8, *tl0, 0x20, p_bit, 0x9d, tag]
+            }
+        };
         let mut api = c.rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, self.rid).unwrap();
         self.seq += 1;
@@ -209,13 +220,13 @@ fn send_frames(w: &mut World, s: &mut Sender, mid: Mid, frames: &[(bool, u8)]) {
 }
 
 fn tags(c: &Client) -> Vec<u8> {
-    c.rtp_received().iter().map(|(_, _, p)| p[2]).collect()
+    c.rtp_received().iter().map(|(_, _, p)| *p.last().unwrap()).collect()
 }
 
 #[test]
 fn forwarding_mute_unsubscribe_data_and_garbage() {
     let (mut w, mid, rel) = setup();
-    let mut s = Sender { seq: 100, ts: 1000, rid: None };
+    let mut s = Sender { seq: 100, ts: 1000, rid: None, pid: None };
 
     // First media: TrackArrived with the msid track id (the client's cid).
     send_frames(&mut w, &mut s, mid, &[(true, 1)]);
@@ -324,7 +335,13 @@ fn simulcast_layers_and_switching() {
     let (mut w, mid, _) = setup_with(Some(sim));
     let mut layers: Vec<Sender> = [("q", 10u64), ("h", 20_000), ("f", 40_000)]
         .iter()
-        .map(|(rid, seq)| Sender { seq: *seq, ts: *seq as u32 * 7, rid: Some((*rid).into()) })
+        .map(|(rid, seq)| Sender {
+            seq: *seq,
+            ts: *seq as u32 * 7,
+            rid: Some((*rid).into()),
+            // Unrelated frame numbering per layer, as libwebrtc's simulcast encoders.
+            pid: Some(((*seq % 0x7fff) as u16, (*seq % 251) as u8)),
+        })
         .collect();
     // Tags: q = 0x1_, h = 0x2_, f = 0x3_.
     let round = |w: &mut World, layers: &mut [Sender], key: bool, n: u8| {
@@ -362,6 +379,16 @@ fn simulcast_layers_and_switching() {
     assert_eq!(tags(&w.clients[SUB]), vec![0x32, 0x33, 0x34, 0x15, 0x16]);
     let seqs: Vec<u64> = w.clients[SUB].rtp_received().iter().map(|p| p.0).collect();
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "continuous seq across switch: {seqs:?}");
+    // VP8 PictureID and TL0PICIDX continue across the switch too (one packet per frame).
+    let vp8: Vec<(u16, u8)> = w.clients[SUB]
+        .rtp_received()
+        .iter()
+        .map(|(_, _, p)| (u16::from(p[2] & 0x7f) << 8 | u16::from(p[3]), p[4]))
+        .collect();
+    assert!(
+        vp8.windows(2).all(|p| p[1].0 == (p[0].0 + 1) & 0x7fff && p[1].1 == p[0].1.wrapping_add(1)),
+        "continuous VP8 numbering across switch: {vp8:?}"
+    );
     assert!(w.engine.set_layer("sub", "TR_sim", 7).is_err());
     w.engine.close();
 }
@@ -391,7 +418,7 @@ fn video_sections(sdp: &str) -> Vec<(String, String, String)> {
 #[test]
 fn resubscribe_uses_a_fresh_m_line() {
     let (mut w, mid, _) = setup();
-    let mut s = Sender { seq: 100, ts: 1000, rid: None };
+    let mut s = Sender { seq: 100, ts: 1000, rid: None, pid: None };
     send_frames(&mut w, &mut s, mid, &[(true, 1)]);
     w.engine.publish_track("pub", &mid.to_string(), "TR_v").unwrap();
     w.engine.subscribe("sub", "TR_v", "PA_pub|TR_v").unwrap();
