@@ -31,6 +31,7 @@ from livekit.protocol import models, webhook
 
 from . import _core
 from .config import Config
+from .demo import demo_routes
 from .http import App
 from .manager import RoomDefaults, RoomManager
 from .media import EngineMediaPlane
@@ -76,7 +77,10 @@ class Server:
             server=ServerIdentity(version=VERSION),
             webhooks=self.webhooks,
         )
-        self.app = App(self.manager, config.keys)
+        # --dev also serves the demo page and its token endpoint at /demo/ (see README).
+        self.app = App(
+            self.manager, config.keys, extra_routes=demo_routes(config.keys) if config.dev else None
+        )
         self.port: int = config.port
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
         self.udp_port: int = config.udp_port
