@@ -99,9 +99,15 @@ class SignalSession:
         scope = trio.CancelScope()
         session = self.manager.register_session(self.room, self.sid, scope)
         with scope, session as (outbox, inbox):
+            # The JoinResponse goes out before the subscriber offer participant_joined
+            # sends, and the media plane must know the participant before the join's
+            # bindings (tracks already live in the room) reach it, or they are lost.
+            bindings, fx.bindings = fx.bindings, []
             self.manager.apply(self.room, fx)
             if self.manager.media is not None:
                 self.manager.media.participant_joined(self.room, self.sid)
+                if bindings:
+                    self.manager.media.apply_bindings(bindings)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, inbox, nursery.cancel_scope)
                 nursery.start_soon(self._liveness, outbox)
