@@ -4,6 +4,10 @@ refused tokens, and the demo page itself (see tests/browser_helpers.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,12 +15,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from livekit import rtc
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
+from pysfu.auth import VideoGrant, mint_token, verify_token
 from pysfu.config import Config
 
 from .browser_helpers import chromium, new_participant, skip_reason
-from .conftest import RunningServer, make_config
+from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
 pytestmark = [
@@ -140,6 +145,30 @@ async def test_browser_and_python_sdk_exchange_media_and_data(
     await web.call("disconnect")
 
 
+async def test_late_joiners_get_tracks_already_live(
+    server: RunningServer, browser: Browser
+) -> None:
+    """Tracks published before someone joins reach them (they used to be lost: the
+    join's bindings reached the media plane before it knew the new participant)."""
+    tone = ToneSource()
+    web = await new_participant(browser, server, "web")
+    await web.join(server)
+    await web.call("publish")
+    async with connected(server, "py") as (py, py_w):
+        await py_w.wait_for(
+            "track_subscribed", lambda t, pub, p: t.kind == rtc.TrackKind.KIND_VIDEO
+        )
+        await tone.publish(py)
+        late = await new_participant(browser, server, "late")
+        await late.join(server)
+        await late.wait_state("videoState", "web", video_playing)
+        await late.wait_state("audioState", "web", audio_flowing)
+        await late.wait_state("audioState", "py", audio_flowing)
+        await tone.aclose()
+    await late.call("disconnect")
+    await web.call("disconnect")
+
+
 async def test_chat_between_browsers(server: RunningServer, browser: Browser) -> None:
     """Chat as LiveKit's own apps do it: reliable data with a topic, and text streams
     on topic "lk.chat" (what the demo page uses)."""
@@ -207,3 +236,153 @@ async def test_mute_unpublish_and_leave_reach_the_other_side(
         assert participant.identity == "alice"
         assert await bob.call("remoteIdentities") == ["py"]
         await bob.call("disconnect")
+
+
+NOT_ALLOWED = 0  # livekit-client's ConnectionErrorReason.NotAllowed
+
+
+async def test_refused_tokens_show_not_allowed(server: RunningServer, browser: Browser) -> None:
+    web = await new_participant(browser, server, "web")
+    wrong_secret = mint_token(
+        API_KEY, "another-secret-another-secret-0123", identity="web", room="room1"
+    )
+    other_server = mint_token("otherkey", API_SECRET, identity="web", room="room1")
+    expired = mint_token(
+        API_KEY, API_SECRET, identity="web", room="room1", ttl_s=1, now=time.time() - 3600
+    )
+    no_join = mint_token(
+        API_KEY, API_SECRET, identity="web", grant=VideoGrant(room="room1", room_admin=True)
+    )
+    for token, why in (
+        ("not-a-token", "garbage"),
+        (wrong_secret, "wrong secret"),
+        (other_server, "unknown API key"),
+        (expired, "expired"),
+        (no_join, "no roomJoin grant"),
+    ):
+        result = await web.connect(server, token)
+        assert not result["ok"], why
+        error = result["error"]
+        assert error["name"] == "ConnectionError", (why, error)
+        # Room.connect re-wraps the error: reason and status are kept (reasonName is not).
+        assert (error["reason"], error["status"]) == (NOT_ALLOWED, 401), (why, error)
+        assert error["message"].startswith("could not establish signal connection: "), why
+        assert len(error["message"]) > 40, why  # with the server's reason from /rtc/validate
+    # A full room is refused with 403, also "not allowed".
+    await asyncio.to_thread(
+        server.call, lambda: server.server.create_room("small", max_participants=1)
+    )
+    async with connected(server, "first", room="small"):
+        result = await web.connect(server, server.token_for("web", "small"))
+        assert not result["ok"]
+        assert (result["error"]["reason"], result["error"]["status"]) == (NOT_ALLOWED, 403)
+        assert "full" in result["error"]["message"]
+    assert await asyncio.to_thread(server.call, server.server.room, "room1") is None
+
+
+async def test_token_names_the_room(server: RunningServer, browser: Browser) -> None:
+    """A LiveKit client never says which room it wants: the token names it. A token for
+    another room joins that room, where the others of room1 are not."""
+    async with connected(server, "py", room="room1") as (_, py_w):
+        web = await new_participant(browser, server, "web")
+        result = await web.join(server, room="elsewhere")
+        assert result["room"] == "elsewhere"
+        assert await web.call("remoteIdentities") == []
+        await asyncio.sleep(0.5)
+        assert not [name for name, _ in py_w.seen if name == "participant_connected"]
+        await web.call("disconnect")
+
+
+async def _ui_join(browser: Browser, server: RunningServer, identity: str) -> Page:
+    context = await browser.new_context(viewport={"width": 1100, "height": 560})
+    page = await context.new_page()
+    await page.goto(f"{server.http_url}/demo/?room=demo&identity={identity}")
+    await page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('ready')"
+    )
+    # The form is prefilled from the query string; the token field stays empty, so the
+    # page asks the server's dev-only token endpoint.
+    await page.click("#join")
+    await page.wait_for_function("() => document.body.classList.contains('joined')")
+    return page
+
+
+TILE_PLAYING_JS = """(identity) => {
+  const tile = document.querySelector(`.tile[data-identity="${identity}"]`);
+  const video = tile && tile.querySelector('video');
+  return !!video && video.videoWidth > 0 && !video.paused
+    && video.getVideoPlaybackQuality().totalVideoFrames > 5;
+}"""
+
+
+async def test_demo_page_two_people(
+    server: RunningServer, browser: Browser, tmp_path: Path
+) -> None:
+    alice = await _ui_join(browser, server, "alice")
+    bob = await _ui_join(browser, server, "bob")
+    for page in (alice, bob):
+        for identity in ("alice", "bob"):  # each sees both tiles with live video
+            await page.wait_for_function(TILE_PLAYING_JS, arg=identity, timeout=30_000)
+        await page.wait_for_function(
+            "() => document.querySelector('#people').textContent.startsWith('2 in room')"
+        )
+    # Chat (text stream on lk.chat) from bob reaches alice.
+    await bob.fill("#chat-text", "hi alice")
+    await bob.click("#chat-form button")
+    await alice.wait_for_function(
+        "() => document.querySelector('#chat-log').textContent.includes('bob: hi alice')"
+    )
+    await alice.fill("#chat-text", "hi bob")
+    await alice.click("#chat-form button")
+    await bob.wait_for_function(
+        "() => document.querySelector('#chat-log').textContent.includes('alice: hi bob')"
+    )
+    # Muting the mic shows on the other side.
+    await bob.click("#toggle-mic")
+    await alice.wait_for_function(
+        "() => document.querySelector('.tile[data-identity=\"bob\"] .label')"
+        ".textContent.includes('mic muted')"
+    )
+    await bob.click("#toggle-mic")
+    await alice.wait_for_function(
+        "() => document.querySelector('.tile[data-identity=\"bob\"] .label')"
+        ".textContent.includes('mic on')"
+    )
+    await asyncio.sleep(1)  # let both fake cameras draw a few frames for the picture
+    shot = tmp_path / "demo.png"
+    await alice.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("PYSFU_DEMO_SCREENSHOT"):  # how docs/demo.png is made
+        shutil.copy(shot, os.environ["PYSFU_DEMO_SCREENSHOT"])
+    # Leaving removes the tile on the other side.
+    await bob.click("#leave")
+    await alice.wait_for_function("() => !document.querySelector('.tile[data-identity=\"bob\"]')")
+    await alice.click("#leave")
+
+
+async def test_demo_routes_in_dev_mode(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        assert (await http.get("/")).text == "OK"  # the health check stays at /
+        moved = await http.get("/demo")
+        assert moved.status_code == 308 and moved.headers["location"] == "/demo/"
+        page = await http.get("/demo/")
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<script src="demo.js">' in page.text
+        script = await http.get("/demo/demo.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert 100_000 < len(script.content) < 1_000_000  # livekit-client, minified
+        minted = await http.get("/demo/token", params={"room": "r", "identity": "me"})
+        claims = verify_token(minted.json()["token"], {API_KEY: API_SECRET})
+        assert (claims.identity, claims.video.room, claims.video.room_join) == ("me", "r", True)
+        assert (await http.get("/demo/token", params={"room": "r"})).status_code == 400
+
+
+async def test_no_demo_routes_without_dev() -> None:
+    running = await asyncio.to_thread(start_server, make_config())
+    try:
+        async with httpx.AsyncClient(base_url=running.http_url) as http:
+            for path in ("/demo/", "/demo/demo.js", "/demo/token?room=r&identity=me"):
+                assert (await http.get(path)).status_code == 404
+            assert (await http.get("/")).text == "OK"
+    finally:
+        await asyncio.to_thread(stop_server, running)

@@ -2,7 +2,7 @@
 // Bundled with livekit-client by esbuild into pysfu/demo/demo.js (see demo/README.md).
 import * as LivekitClient from 'livekit-client';
 
-const { Room, RoomEvent, Track } = LivekitClient;
+const { Room, RoomEvent, Track, VideoPresets } = LivekitClient;
 
 // Exposed for the browser tests and for poking at the room from the devtools console.
 window.LivekitClient = LivekitClient;
@@ -91,7 +91,11 @@ async function join(event) {
   $('#join').disabled = true;
   try {
     const token = $('#token').value.trim() || (await fetchToken(roomName, identity));
-    room = new Room({ adaptiveStream: true, dynacast: true });
+    room = new Room({
+      adaptiveStream: true,
+      dynacast: true,
+      videoCaptureDefaults: { resolution: VideoPresets.h360.resolution },
+    });
     window.room = room;
     room
       .on(RoomEvent.ParticipantConnected, render)
