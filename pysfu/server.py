@@ -134,6 +134,8 @@ class Server:
             if port is not None:
                 self.port = port
             log.info("pysfu %s listening on %s", VERSION, ", ".join(binds))
+            if self.config.dev:
+                log.info("dev mode: demo page at %s/demo/", self.http_url)
             task_status.started(self)
             await self._stop.wait()
             nursery.cancel_scope.cancel()

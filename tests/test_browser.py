@@ -294,7 +294,7 @@ async def test_token_names_the_room(server: RunningServer, browser: Browser) -> 
 
 
 async def _ui_join(browser: Browser, server: RunningServer, identity: str) -> Page:
-    context = await browser.new_context(viewport={"width": 1100, "height": 560})
+    context = await browser.new_context(viewport={"width": 1100, "height": 420})
     page = await context.new_page()
     await page.goto(f"{server.http_url}/demo/?room=demo&identity={identity}")
     await page.wait_for_function(
