@@ -50,6 +50,8 @@ def skip_reason() -> str | None:
     if async_playwright is None:
         return "playwright is not installed (pip install -e '.[test]')"
     if chromium_path() is None:
+        if os.environ.get("PYSFU_CHROMIUM"):
+            return f"PYSFU_CHROMIUM={os.environ['PYSFU_CHROMIUM']} does not exist"
         return "no chromium on PATH (apt-get install -y chromium, or set PYSFU_CHROMIUM)"
     return None
 

@@ -10,24 +10,26 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import pytest_asyncio
 from livekit import rtc
-from playwright.async_api import Browser, Page
 
 from pysfu.auth import VideoGrant, mint_token, verify_token
 from pysfu.config import Config
 
-from .browser_helpers import chromium, new_participant, skip_reason
+from .browser_helpers import chromium, new_participant
 from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
-]
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+# Tests taking the ``browser`` fixture are skipped, saying why, when Chromium or
+# Playwright is missing (see browser_helpers.skip_reason); the others still run.
+pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
