@@ -151,6 +151,24 @@ HARNESS_JS = r"""
     await lp.setCameraEnabled(true, { resolution: { width: 320, height: 240, frameRate: 15 } });
     return [...lp.trackPublications.values()].map((pub) => pub.source);
   };
+  h.publishCamera = async (preset, simulcast) => {
+    await h.room.localParticipant.setCameraEnabled(
+      true, { resolution: LK.VideoPresets[preset].resolution }, { simulcast });
+  };
+  h.setVideoQuality = (identity, quality) => {
+    const p = h.room.remoteParticipants.get(identity);
+    const pub = p && [...p.trackPublications.values()].find((x) => x.kind === 'video');
+    pub.setVideoQuality(LK.VideoQuality[quality]);
+  };
+  h.sentLayers = async () => {
+    const pub = h.room.localParticipant.getTrackPublication('camera');
+    const report = await pub.track.getRTCStatsReport();
+    const out = [];
+    report && report.forEach((s) => {
+      if (s.type === 'outbound-rtp') out.push({ rid: s.rid, width: s.frameWidth || 0 });
+    });
+    return out;
+  };
   h.setEnabled = async (source, enabled) => {
     const lp = h.room.localParticipant;
     if (source === 'camera') await lp.setCameraEnabled(enabled);

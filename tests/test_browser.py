@@ -171,6 +171,31 @@ async def test_late_joiners_get_tracks_already_live(
     await web.call("disconnect")
 
 
+async def test_browser_simulcast_layers_follow_requested_quality(
+    server: RunningServer, browser: Browser
+) -> None:
+    """A 720p camera goes out as three simulcast layers (rids q, h, f); the layer a
+    subscriber receives follows the quality it asks for."""
+    alice = await new_participant(browser, server, "alice")
+    bob = await new_participant(browser, server, "bob")
+    await alice.join(server)
+    await bob.join(server)
+    await alice.call("publishCamera", "h720", True)
+    await bob.wait_state("videoState", "alice", video_playing)
+    layers = await alice.call("sentLayers")
+    assert sorted(layer["rid"] for layer in layers) == ["f", "h", "q"]
+    await bob.call("setVideoQuality", "alice", "LOW")
+    await bob.wait_state("videoState", "alice", lambda s: (s["width"], s["height"]) == (320, 180))
+    # The upper layers need the browser's bandwidth estimate to ramp up (and CPU to
+    # encode them): ask for HIGH and accept any layer above LOW.
+    await bob.call("setVideoQuality", "alice", "HIGH")
+    await bob.wait_state("videoState", "alice", lambda s: s["width"] > 320, timeout=45)
+    await bob.call("setVideoQuality", "alice", "LOW")
+    await bob.wait_state("videoState", "alice", lambda s: s["width"] == 320)
+    await alice.call("disconnect")
+    await bob.call("disconnect")
+
+
 async def test_chat_between_browsers(server: RunningServer, browser: Browser) -> None:
     """Chat as LiveKit's own apps do it: reliable data with a topic, and text streams
     on topic "lk.chat" (what the demo page uses)."""
