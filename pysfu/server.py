@@ -18,6 +18,7 @@ SERVER_SHUTDOWN, lets the LeaveRequests flush, then stops listening.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from livekit.protocol import models, webhook
 
@@ -49,6 +51,24 @@ SHUTDOWN_FLUSH_S = 2.0
 
 WEBHOOK_FLUSH_S = 5.0
 """How long a graceful shutdown waits for queued webhooks to be delivered."""
+
+
+STALLED_PEER_ABORT_S = 30.0
+"""A TCP peer that accepts no data for this long is aborted by the kernel
+(TCP_USER_TIMEOUT, Linux). Hypercorn's trio server shields every socket write from
+cancellation, so without it a client that stops reading pins its connection, its
+session and the server's shutdown forever; well past the 15 s signal ping timeout."""
+
+
+class _HypercornConfig(HypercornConfig):
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
+            # Accepted connections inherit the listener's user timeout.
+            if hasattr(socket, "TCP_USER_TIMEOUT") and sock.type == socket.SOCK_STREAM:
+                timeout_ms = int(STALLED_PEER_ABORT_S * 1000)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        return sockets
 
 
 def _bind_string(address: str, port: int) -> str:
@@ -105,7 +125,7 @@ class Server:
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until cancelled or :meth:`aclose`; ``task_status.started`` once listening."""
-        hconfig = HypercornConfig()
+        hconfig = _HypercornConfig()
         hconfig.bind = [_bind_string(a, self.config.port) for a in self.config.bind_addresses]
         hconfig.websocket_max_message_size = MAX_FRAME_BYTES
         hconfig.graceful_timeout = 1.0

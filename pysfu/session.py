@@ -102,7 +102,10 @@ class SignalSession:
             # The JoinResponse goes out before the subscriber offer participant_joined
             # sends, and the media plane must know the participant before the join's
             # bindings (tracks already live in the room) reach it, or they are lost.
-            bindings, fx.bindings = fx.bindings, []
+            # Only the joiner's own bindings wait: unbinds from a duplicate identity's
+            # removal must reach the media plane before its tracks are unpublished.
+            bindings = [b for b in fx.bindings if b.subscriber_sid == self.sid]
+            fx.bindings = [b for b in fx.bindings if b.subscriber_sid != self.sid]
             self.manager.apply(self.room, fx)
             if self.manager.media is not None:
                 self.manager.media.participant_joined(self.room, self.sid)

@@ -156,3 +156,50 @@ async def test_odd_protocol_query_still_joins(server: RunningServer, protocol: s
 def test_corpus_is_not_empty() -> None:
     counts = {t: len(list((FUZZ / "corpus" / t).iterdir())) for t in TARGETS}
     assert all(counts.values()), counts
+
+
+# ---- room state through signaling sessions ------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_duplicate_identity_unbinds_before_unpublishing(
+    harnesses: dict[str, object],
+) -> None:
+    # fuzz_signal: a second "ann" joined while ben was subscribed to the first ann's live
+    # track. The session deferred *all* of the join's bindings (meant for the joiner's
+    # own subscriptions) until after the rest of its effects, so the media plane was
+    # told the old track was unpublished while ben's subscription to it was still bound.
+    import trio.testing
+
+    from pysfu.auth import Claims, VideoGrant
+    from pysfu.manager import RoomManager
+    from pysfu.session import JoinParams, SignalSession
+
+    fs = harnesses["signal"]
+    manager = RoomManager()
+    media = fs.RecordingMedia()  # type: ignore[attr-defined]
+    manager.media = media
+
+    def session(identity: str) -> SignalSession:
+        claims = Claims(
+            api_key="k", identity=identity, video=VideoGrant(room_join=True), expires_at=0
+        )
+        transport = fs.FakeTransport(identity)  # type: ignore[attr-defined]
+        return SignalSession(manager, room, claims, JoinParams(), transport)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        room = manager.create_room("r")
+        first_ann = session("ann")
+        nursery.start_soon(first_ann.run)
+        nursery.start_soon(session("ben").run)
+        await trio.testing.wait_all_tasks_blocked()
+        manager.apply(room, room.add_track(first_ann.sid, rtc.AddTrackRequest(cid="c")))
+        _, fx = room.track_live(first_ann.sid, cid="c")
+        manager.apply(room, fx)
+        assert len(media.bound) == 1  # ben forwards ann's track
+        nursery.start_soon(session("ann").run)  # raised AssertionError in tracks_unpublished
+        await trio.testing.wait_all_tasks_blocked()
+        assert first_ann.sid not in room.participants and not media.bound
+        room.check_invariants()
+        nursery.cancel_scope.cancel()

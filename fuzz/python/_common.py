@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 try:  # the harnesses run without atheris too (regression replay, hypothesis fallback)
@@ -139,3 +139,22 @@ def seed_trio() -> None:
     rng = getattr(_run, "_r", None)
     if rng is not None:
         rng.seed(0)
+
+
+def run_trio(main: Callable[[bytes], Awaitable[None]], data: bytes) -> None:
+    """``trio.run(main, data)`` on a MockClock, deterministically (ids, scheduling); a
+    finding inside nurseries is re-raised bare so libFuzzer's report names it."""
+    import trio
+    import trio.testing
+
+    seed_trio()
+    with deterministic_ids():
+        try:
+            trio.run(main, data, clock=trio.testing.MockClock())
+        except BaseExceptionGroup as group:
+            leaf = group
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            if leaf is group:
+                raise
+            raise leaf from group

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 
-from _common import Provider, capture_errors, deterministic_ids, instrumented, run, seed_trio
+from _common import Provider, capture_errors, instrumented, run, run_trio
 
 with instrumented("pysfu"):
     import trio
@@ -148,6 +148,11 @@ class RecordingMedia:
 
     def deliver_data(self, deliveries: list[DataDelivery]) -> None:
         pass
+
+    def tracks_unpublished(self, track_sids: list[str]) -> None:
+        # Subscriptions are unbound before the track is dropped from the media plane.
+        for track_sid in track_sids:
+            assert not any(t == track_sid for _, t in self.bound), f"{track_sid} still bound"
 
     def participant_removed(self, sid: str) -> None:
         self.removed.add(sid)
@@ -413,9 +418,7 @@ async def _manager_run(
 
 
 def test_one_input(data: bytes) -> None:
-    seed_trio()
-    with deterministic_ids():
-        trio.run(_main, data, clock=trio.testing.MockClock())
+    run_trio(_main, data)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from _common import Provider, capture_errors, deterministic_ids, instrumented, run, seed_trio
+from _common import Provider, capture_errors, instrumented, run, run_trio
 
 with instrumented("pysfu", "google.protobuf"):
     import trio
@@ -120,9 +120,7 @@ async def _main(data: bytes) -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    seed_trio()
-    with deterministic_ids():
-        trio.run(_main, data, clock=trio.testing.MockClock())
+    run_trio(_main, data)
 
 
 if __name__ == "__main__":
