@@ -131,7 +131,9 @@ def test_one_input(data: bytes) -> None:
     try:
         claims = verify_token(token, KEYS, now=NOW, leeway_s=LEEWAY_S)
     except AuthError as exc:
-        assert "k" * 32 not in str(exc), "secret in an error message"
+        # The message may echo what the token said, never a secret it did not contain.
+        echoed = KEYS["key"] in token or KEYS["key"].encode() in rest
+        assert echoed or KEYS["key"] not in str(exc), "secret in an error message"
     else:
         assert mode != 3, "accepted a token signed with an unknown secret"
         check_claims(claims, header if mode == 2 else HEADER if mode else None, payload)

@@ -117,9 +117,13 @@ class RecordingMedia:
     def __init__(self) -> None:
         self.bound: set[tuple[str, str]] = set()
         self.removed: set[str] = set()
+        self.joined: set[str] = set()
 
     def participant_joined(self, room: Room, sid: str) -> None:
-        pass
+        self.joined.add(sid)
+
+    def offer_initial(self, sid: str) -> None:
+        assert sid in self.joined, "offer for a participant the media plane never saw"
 
     def publisher_offer(self, sid: str, offer: rtc.SessionDescription) -> None:
         pass
@@ -139,6 +143,8 @@ class RecordingMedia:
     def apply_bindings(self, bindings: list[Binding]) -> None:
         for b in bindings:
             pair = (b.subscriber_sid, b.track_sid)
+            # The real media plane drops bindings for participants it does not know.
+            assert b.subscriber_sid in self.joined, f"binding before join: {pair}"
             if b.bind:
                 assert pair not in self.bound, f"bound twice: {pair}"
                 self.bound.add(pair)
