@@ -102,9 +102,15 @@ class EngineMediaPlane:
         self._participants[sid] = _ParticipantMedia(room=room, sid=sid)
         self.engine.add_peer(pub_peer(sid), subscriber=False)
         self.engine.add_peer(sub_peer(sid), subscriber=True)
-        # The client waits for the subscriber PC (primary) to connect before its
-        # connect() resolves, so offer at once, data channels and all.
-        self._renegotiate(sid)
+
+    def offer_initial(self, sid: str) -> None:
+        """Send the first subscriber offer unless bindings already caused one. The
+        client waits for the subscriber PC (primary) to connect before its connect()
+        resolves, so this offer goes out even with nothing to subscribe to, carrying
+        the server's data channels."""
+        pm = self._participants.get(sid)
+        if pm is not None and pm.negotiator.offer_id == 0:
+            self._renegotiate(sid)
 
     def participant_removed(self, sid: str) -> None:
         if self._participants.pop(sid, None) is None:

@@ -31,7 +31,7 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from livekit.protocol import models, webhook
 
-from . import _core
+from . import _core, _hypercorn_fix
 from .config import Config
 from .demo import demo_routes
 from .http import App
@@ -125,6 +125,7 @@ class Server:
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until cancelled or :meth:`aclose`; ``task_status.started`` once listening."""
+        _hypercorn_fix.install()
         hconfig = _HypercornConfig()
         hconfig.bind = [_bind_string(a, self.config.port) for a in self.config.bind_addresses]
         hconfig.websocket_max_message_size = MAX_FRAME_BYTES

@@ -99,18 +99,15 @@ class SignalSession:
         scope = trio.CancelScope()
         session = self.manager.register_session(self.room, self.sid, scope)
         with scope, session as (outbox, inbox):
-            # The JoinResponse goes out before the subscriber offer participant_joined
-            # sends, and the media plane must know the participant before the join's
-            # bindings (tracks already live in the room) reach it, or they are lost.
-            # Only the joiner's own bindings wait: unbinds from a duplicate identity's
-            # removal must reach the media plane before its tracks are unpublished.
-            bindings = [b for b in fx.bindings if b.subscriber_sid == self.sid]
-            fx.bindings = [b for b in fx.bindings if b.subscriber_sid != self.sid]
+            # The media plane must know the participant before the join's bindings
+            # (tracks already live in the room) reach it, and the JoinResponse must go
+            # out before any subscriber offer: register, apply, then offer.
+            media = self.manager.media
+            if media is not None:
+                media.participant_joined(self.room, self.sid)
             self.manager.apply(self.room, fx)
-            if self.manager.media is not None:
-                self.manager.media.participant_joined(self.room, self.sid)
-                if bindings:
-                    self.manager.media.apply_bindings(bindings)
+            if media is not None:
+                media.offer_initial(self.sid)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, inbox, nursery.cancel_scope)
                 nursery.start_soon(self._liveness, outbox)

@@ -140,7 +140,9 @@ class TwirpService:
     @staticmethod
     def _require(ok: bool, what: str) -> None:
         if not ok:
-            raise TwirpError("permission_denied", f"requires {what} permission")
+            # The reference server answers a missing grant with `unauthenticated` (401),
+            # not `permission_denied`; SDK users see that code, so we match it.
+            raise TwirpError("unauthenticated", f"permissions denied: requires {what}")
 
     def _admin(self, claims: Claims, room: str) -> None:
         if not room:

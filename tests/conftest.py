@@ -28,6 +28,8 @@ class RunningServer:
     server: Server
     token: trio.lowlevel.TrioToken
     thread: threading.Thread
+    box: dict[str, Any] = attrs.field(factory=dict)
+    """Holds the server thread's exception, if it died."""
 
     @property
     def url(self) -> str:
@@ -81,16 +83,21 @@ def start_server(config: Config) -> RunningServer:
 
     async def main() -> None:
         server = Server(config)
+        # Keep the run alive after serve() returns until stop_server has seen aclose()
+        # complete; otherwise trio's shutdown cancels that call as it returns.
+        released = trio.Event()
+        box["release"] = released.set
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             box["server"] = server
             box["token"] = trio.lowlevel.current_trio_token()
             ready.set()
+        await released.wait()
 
     def run() -> None:
         try:
             trio.run(main)
-        except BaseException as exc:  # surfaced to the test below
+        except BaseException as exc:  # surfaced at start, or when the server stops
             box["error"] = exc
             ready.set()
 
@@ -100,13 +107,19 @@ def start_server(config: Config) -> RunningServer:
         raise RuntimeError("server did not start within 120 s")
     if "error" in box:
         raise box["error"]
-    return RunningServer(server=box["server"], token=box["token"], thread=thread)
+    return RunningServer(server=box["server"], token=box["token"], thread=thread, box=box)
 
 
 def stop_server(running: RunningServer) -> None:
+    if "error" in running.box:
+        raise AssertionError("the server crashed") from running.box["error"]
     with contextlib.suppress(trio.RunFinishedError):
         trio.from_thread.run(running.server.aclose, trio_token=running.token)
+        trio.from_thread.run_sync(running.box["release"], trio_token=running.token)
     running.thread.join(10)
+    if "error" in running.box:
+        # A server that died mid-test is a bug even if the test did not notice.
+        raise AssertionError("the server crashed") from running.box["error"]
 
 
 def make_config(**overrides: Any) -> Config:

@@ -498,29 +498,31 @@ async def test_bad_tokens_are_unauthenticated(server: RunningServer, how: str) -
     assert info.value.code == "unauthenticated" and info.value.status == 401
 
 
-async def test_missing_grants_are_permission_denied(server: RunningServer) -> None:
+async def test_missing_grants_are_refused_as_the_reference_server_does(
+    server: RunningServer,
+) -> None:
     list_only = _token(VideoGrant(room_list=True))
     create_only = _token(VideoGrant(room_create=True))
     join_only = _token(VideoGrant(room_join=True, room="room1"))
     async with lkapi(server, token=list_only) as lk:
         with pytest.raises(api.TwirpError) as info:
             await lk.room.create_room(api.CreateRoomRequest(name="x"))
-        assert info.value.code == "permission_denied" and info.value.status == 403
+        assert info.value.code == "unauthenticated" and info.value.status == 401
         with pytest.raises(api.TwirpError) as info:
             await lk.room.delete_room(api.DeleteRoomRequest(room="x"))
-        assert info.value.code == "permission_denied"
+        assert info.value.code == "unauthenticated"
     async with lkapi(server, token=create_only) as lk:
         with pytest.raises(api.TwirpError) as info:
             await lk.room.list_rooms(api.ListRoomsRequest())
-        assert info.value.code == "permission_denied" and info.value.status == 403
+        assert info.value.code == "unauthenticated" and info.value.status == 401
     async with lkapi(server, token=join_only) as lk:
         with pytest.raises(api.TwirpError) as info:
             await lk.room.list_participants(api.ListParticipantsRequest(room="room1"))
-        assert info.value.code == "permission_denied"
+        assert info.value.code == "unauthenticated"
     assert server.call(lambda: server.server.rooms) == []
 
 
-async def test_room_admin_of_another_room_is_permission_denied(server: RunningServer) -> None:
+async def test_room_admin_of_another_room_is_refused(server: RunningServer) -> None:
     other_admin = _token(VideoGrant(room_admin=True, room="other"))
     async with lkapi(server, token=other_admin) as lk, joined(server, "alice") as (alice, _):
         calls = [
@@ -544,7 +546,7 @@ async def test_room_admin_of_another_room_is_permission_denied(server: RunningSe
         for call in calls:
             with pytest.raises(api.TwirpError) as info:
                 await call
-            assert info.value.code == "permission_denied" and info.value.status == 403
+            assert info.value.code == "unauthenticated" and info.value.status == 401
         # Nothing happened to alice or the room.
         await alice.send(rtc.SignalRequest(ping=1))
         assert (await alice.expect("pong")).pong > 0

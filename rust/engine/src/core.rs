@@ -89,6 +89,22 @@ impl<S: Sink> Core<S> {
         self.local_addr
     }
 
+    /// Fuzz hook: a peer's `Rtc`, to install known SRTP keys and read ICE credentials.
+    #[cfg(any(test, feature = "fuzz"))]
+    #[doc(hidden)]
+    pub fn _rtc_mut(&mut self, peer_id: &str) -> Option<&mut Rtc> {
+        let key = self.names.get(peer_id)?;
+        self.peers.get_mut(key).map(|p| &mut p.rtc)
+    }
+
+    /// Fuzz hook: routing-table sizes (peers, tracks, demux addresses, sub-mid entries),
+    /// to check that removed peers leave nothing behind.
+    #[cfg(any(test, feature = "fuzz"))]
+    #[doc(hidden)]
+    pub fn _table_sizes(&self) -> (usize, usize, usize, usize) {
+        (self.peers.len(), self.router.tracks.len(), self.demux.addr_count(), self.router.by_sub_mid.len())
+    }
+
     fn next_seed(&mut self) -> u64 {
         // xorshift64*: cheap, good enough for initial seq/ts randomisation.
         let mut x = self.seed;

@@ -27,6 +27,9 @@ pub mod core;
 pub mod demux;
 pub mod error;
 pub mod event;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keyframe;
 pub mod peer;
 pub mod rewrite;
