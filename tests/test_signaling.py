@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+import trio
 from livekit.protocol import models, rtc
 from trio_websocket import ConnectionRejected, open_websocket_url
 
@@ -319,3 +320,21 @@ async def test_room_config_in_token_shapes_the_new_room(server: RunningServer) -
             async with connect(server.url, full):
                 pass
         assert info.value.status_code == 403
+
+
+async def test_clients_closing_while_the_server_sends_do_not_stop_it(
+    server: RunningServer,
+) -> None:
+    # Each reconnect join gets a LeaveRequest and a close while the client closes too:
+    # the race that once escaped hypercorn and stopped the whole server.
+    async def one() -> None:
+        async with connect(server.url, server.token_for("racer"), reconnect="1") as ws:
+            await SignalClient(ws).recv()
+
+    for _ in range(5):
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                nursery.start_soon(one)
+    async with connect(server.url, server.token_for("alice")) as ws:
+        assert (await SignalClient(ws).recv()).HasField("join")
+    assert "error" not in server.box
