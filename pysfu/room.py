@@ -33,6 +33,22 @@ DisconnectReason = models.DisconnectReason
 # Attribute values set to "" delete the attribute, as in LiveKit.
 _ATTRIBUTE_DELETE = ""
 
+MAX_PUBLICATIONS = 64
+"""Publications (pending or live) per participant; more are LIMIT_EXCEEDED. Real
+clients publish a handful; the cap keeps one participant from growing the room."""
+
+MAX_METADATA_BYTES = 64 * 1024
+"""Largest metadata, name or total attributes (UTF-8 bytes) a participant may set,
+in the spirit of livekit-server's limit.max_metadata_size."""
+
+
+def metadata_size(
+    name: str | None, metadata: str | None, attributes: Mapping[str, str] | None
+) -> int:
+    """The largest of the three sizes the metadata limit applies to."""
+    attrs_size = sum(len(k.encode()) + len(v.encode()) for k, v in (attributes or {}).items())
+    return max(len((name or "").encode()), len((metadata or "").encode()), attrs_size)
+
 
 @attrs.frozen
 class Binding:
@@ -443,6 +459,18 @@ class Room:
             )
             return fx
         pub = p.publication_by_cid(req.cid)
+        if pub is None and len(p.publications) >= MAX_PUBLICATIONS:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        reason=rtc.RequestResponse.Reason.LIMIT_EXCEEDED,
+                        message=f"at most {MAX_PUBLICATIONS} tracks per participant",
+                        add_track=req,
+                    )
+                ),
+            )
+            return fx
         if pub is None:
             info = models.TrackInfo(
                 sid=ids.track_sid(),
@@ -552,6 +580,20 @@ class Room:
                         request_id=req.request_id,
                         reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
                         message="does not have permission to update own metadata",
+                        update_metadata=req,
+                    )
+                ),
+            )
+            return fx
+        merged = {**p.attributes, **req.attributes}
+        if metadata_size(req.name, req.metadata, merged) > MAX_METADATA_BYTES:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        request_id=req.request_id,
+                        reason=rtc.RequestResponse.Reason.LIMIT_EXCEEDED,
+                        message=f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes",
                         update_metadata=req,
                     )
                 ),

@@ -21,7 +21,7 @@ from livekit.protocol import room as room_api
 from .auth import AuthError, Claims, bearer_from_header, verify_token
 from .errors import PysfuError
 from .manager import ParticipantNotFound, RoomManager, RoomNotFound
-from .room import Room
+from .room import MAX_METADATA_BYTES, Room, metadata_size
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,11 @@ class TwirpService:
 
     def update_participant(self, req: room_api.UpdateParticipantRequest, claims: Claims) -> Message:
         room, sid = self._target(req.room, req.identity, claims)
+        merged = {**room.participants[sid].attributes, **req.attributes}
+        if metadata_size(req.name, req.metadata, merged) > MAX_METADATA_BYTES:
+            raise TwirpError(
+                "invalid_argument", f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes"
+            )
         self.manager.apply(
             room,
             room.update_participant(

@@ -237,3 +237,42 @@ def test_revoking_publish_permission_unpublishes() -> None:
     assert unpublished[0].track_unpublished.track_sid == track_sid
     assert not room.participants[a.sid].publications
     room.check_invariants()
+
+
+def test_publications_per_participant_are_capped() -> None:
+    from pysfu.room import MAX_PUBLICATIONS
+
+    room = Room(name="r", created_at=0.0)
+    a, _ = room.join(identity="a", now=0)
+    for i in range(MAX_PUBLICATIONS):
+        fx = room.add_track(a.sid, rtc.AddTrackRequest(cid=f"c{i}", type=models.TrackType.AUDIO))
+        assert fx.messages[-1][1].HasField("track_published")
+    refused = room.add_track(a.sid, rtc.AddTrackRequest(cid="one-more"))
+    reply = refused.messages[-1][1].request_response
+    assert reply.reason == rtc.RequestResponse.Reason.LIMIT_EXCEEDED
+    assert reply.add_track.cid == "one-more"
+    assert len(room.participants[a.sid].publications) == MAX_PUBLICATIONS
+    # Re-announcing a known cid is not a new publication and still answers.
+    again = room.add_track(a.sid, rtc.AddTrackRequest(cid="c0"))
+    assert again.messages[-1][1].HasField("track_published")
+
+
+def test_oversized_metadata_is_refused_and_changes_nothing() -> None:
+    from pysfu.room import MAX_METADATA_BYTES
+
+    room = Room(name="r", created_at=0.0)
+    perm = models.ParticipantPermission(can_update_metadata=True, can_publish=True)
+    a, _ = room.join(identity="a", now=0, metadata="small", permission=perm)
+    version = room.participants[a.sid].version
+    big = "x" * (MAX_METADATA_BYTES + 1)
+    for req in (
+        rtc.UpdateParticipantMetadata(metadata=big, request_id=1),
+        rtc.UpdateParticipantMetadata(name=big, request_id=2),
+        rtc.UpdateParticipantMetadata(attributes={"k": big}, request_id=3),
+    ):
+        fx = room.update_own_metadata(a.sid, req)
+        reply = fx.messages[-1][1].request_response
+        assert reply.reason == rtc.RequestResponse.Reason.LIMIT_EXCEEDED
+        assert reply.request_id == req.request_id
+    p = room.participants[a.sid]
+    assert p.metadata == "small" and not p.attributes and p.version == version
