@@ -243,9 +243,7 @@ class RoomManager:
             if not self._outboxes:
                 self._no_sessions.set()
             send.close()
-            if sid in room.participants:
-                reason = outbox.close_reason or DisconnectReason.CLIENT_INITIATED
-                self.apply(room, room.remove(sid, reason, now=self.now()))
+            self.remove(room, sid, outbox.close_reason or DisconnectReason.CLIENT_INITIATED)
             if self.media is not None:
                 self.media.participant_removed(sid)
 
@@ -302,7 +300,12 @@ class RoomManager:
         for sid in slow:
             log.warning("participant %s cannot keep up with signaling; removing", sid)
             if sid in room.participants:
-                self.apply(room, room.remove(sid, DisconnectReason.SIGNAL_CLOSE, now=self.now()))
+                self.remove(room, sid, DisconnectReason.SIGNAL_CLOSE)
+
+    def remove(self, room: Room, sid: str, reason: DisconnectReason) -> None:
+        """Remove a participant (if still in ``room``), telling it and everyone why."""
+        if sid in room.participants:
+            self.apply(room, room.remove(sid, reason, now=self.now()))
 
     def _end_session(self, sid: str, reason: DisconnectReason) -> None:
         outbox = self._outboxes.get(sid)

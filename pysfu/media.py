@@ -296,11 +296,7 @@ class EngineMediaPlane:
             self.manager.apply(room, room.transition(sid, ParticipantEvent.TRANSPORT_CONNECTED))
         elif isinstance(event, _core.PeerClosed):
             log.info("%s: %s peer closed (%s)", sid, "sub" if is_sub else "pub", event.reason)
-            if sid in room.participants:
-                self.manager.apply(
-                    room,
-                    room.remove(sid, models.DisconnectReason.MEDIA_FAILURE, now=self.manager.now()),
-                )
+            self.manager.remove(room, sid, models.DisconnectReason.MEDIA_FAILURE)
         elif isinstance(event, _core.TrackArrived):
             self._track_arrived(pm, event)
         elif isinstance(event, _core.DataReceived):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 from livekit.protocol import models, rtc, webhook
@@ -42,12 +43,20 @@ MAX_METADATA_BYTES = 64 * 1024
 in the spirit of livekit-server's limit.max_metadata_size."""
 
 
-def metadata_size(
-    name: str | None, metadata: str | None, attributes: Mapping[str, str] | None
-) -> int:
-    """The largest of the three sizes the metadata limit applies to."""
-    attrs_size = sum(len(k.encode()) + len(v.encode()) for k, v in (attributes or {}).items())
-    return max(len((name or "").encode()), len((metadata or "").encode()), attrs_size)
+METADATA_TOO_LARGE = f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes"
+
+NOT_ALLOWED = rtc.RequestResponse.Reason.NOT_ALLOWED
+LIMIT_EXCEEDED = rtc.RequestResponse.Reason.LIMIT_EXCEEDED
+
+
+def _refusal(reason: rtc.RequestResponse.Reason, message: str, **echo: Any) -> rtc.SignalResponse:
+    """A RequestResponse refusing a request, echoing it (and its request_id) back."""
+    request_id = echo.get("update_metadata", rtc.UpdateParticipantMetadata()).request_id
+    return rtc.SignalResponse(
+        request_response=rtc.RequestResponse(
+            request_id=request_id, reason=reason, message=message, **echo
+        )
+    )
 
 
 @attrs.frozen
@@ -222,6 +231,16 @@ class Room:
     def participant_by_identity(self, identity: str) -> Participant | None:
         sid = self.by_identity.get(identity)
         return self.participants[sid] if sid is not None else None
+
+    def metadata_fits(
+        self, sid: str, name: str, metadata: str, attributes: Mapping[str, str]
+    ) -> bool:
+        """Whether an update (from the participant or the server API) stays within
+        MAX_METADATA_BYTES for name, metadata and the merged attributes each."""
+        merged = {**self.participants[sid].attributes, **attributes}
+        attributes_size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+        largest = max(len(name.encode()), len(metadata.encode()), attributes_size)
+        return largest <= MAX_METADATA_BYTES
 
     def find_publication(self, track_sid: str) -> Publication | None:
         for p in self.participants.values():
@@ -447,29 +466,12 @@ class Room:
         if p is None:
             return fx
         if not p.permission.can_publish or not _source_allowed(p.permission, req.source):
-            fx.send(
-                sid,
-                rtc.SignalResponse(
-                    request_response=rtc.RequestResponse(
-                        reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
-                        message="not allowed to publish this source",
-                        add_track=req,
-                    )
-                ),
-            )
+            fx.send(sid, _refusal(NOT_ALLOWED, "not allowed to publish this source", add_track=req))
             return fx
         pub = p.publication_by_cid(req.cid)
         if pub is None and len(p.publications) >= MAX_PUBLICATIONS:
-            fx.send(
-                sid,
-                rtc.SignalResponse(
-                    request_response=rtc.RequestResponse(
-                        reason=rtc.RequestResponse.Reason.LIMIT_EXCEEDED,
-                        message=f"at most {MAX_PUBLICATIONS} tracks per participant",
-                        add_track=req,
-                    )
-                ),
-            )
+            message = f"at most {MAX_PUBLICATIONS} tracks per participant"
+            fx.send(sid, _refusal(LIMIT_EXCEEDED, message, add_track=req))
             return fx
         if pub is None:
             info = models.TrackInfo(
@@ -573,31 +575,11 @@ class Room:
         if p is None:
             return fx
         if not p.permission.can_update_metadata:
-            fx.send(
-                sid,
-                rtc.SignalResponse(
-                    request_response=rtc.RequestResponse(
-                        request_id=req.request_id,
-                        reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
-                        message="does not have permission to update own metadata",
-                        update_metadata=req,
-                    )
-                ),
-            )
+            message = "does not have permission to update own metadata"
+            fx.send(sid, _refusal(NOT_ALLOWED, message, update_metadata=req))
             return fx
-        merged = {**p.attributes, **req.attributes}
-        if metadata_size(req.name, req.metadata, merged) > MAX_METADATA_BYTES:
-            fx.send(
-                sid,
-                rtc.SignalResponse(
-                    request_response=rtc.RequestResponse(
-                        request_id=req.request_id,
-                        reason=rtc.RequestResponse.Reason.LIMIT_EXCEEDED,
-                        message=f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes",
-                        update_metadata=req,
-                    )
-                ),
-            )
+        if not self.metadata_fits(sid, req.name, req.metadata, req.attributes):
+            fx.send(sid, _refusal(LIMIT_EXCEEDED, METADATA_TOO_LARGE, update_metadata=req))
             return fx
         fx.extend(
             self.update_participant(

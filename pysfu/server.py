@@ -214,6 +214,4 @@ class Server:
 
     def remove_participant(self, room: str, identity: str) -> None:
         r, sid = self.manager.participant(room, identity)
-        self.manager.apply(
-            r, r.remove(sid, models.DisconnectReason.PARTICIPANT_REMOVED, now=self.manager.now())
-        )
+        self.manager.remove(r, sid, models.DisconnectReason.PARTICIPANT_REMOVED)

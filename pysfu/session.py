@@ -193,10 +193,7 @@ class SignalSession:
                 return
 
     def _remove(self, reason: DisconnectReason) -> None:
-        if self.sid in self.room.participants:
-            self.manager.apply(
-                self.room, self.room.remove(self.sid, reason, now=self.manager.now())
-            )
+        self.manager.remove(self.room, self.sid, reason)
 
     # ---- requests ------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from livekit.protocol import room as room_api
 from .auth import AuthError, Claims, bearer_from_header, verify_token
 from .errors import PysfuError
 from .manager import ParticipantNotFound, RoomManager, RoomNotFound
-from .room import MAX_METADATA_BYTES, Room, metadata_size
+from .room import METADATA_TOO_LARGE, Room
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,7 @@ class TwirpService:
 
     def remove_participant(self, req: room_api.RoomParticipantIdentity, claims: Claims) -> Message:
         room, sid = self._target(req.room, req.identity, claims)
-        self.manager.apply(
-            room,
-            room.remove(sid, models.DisconnectReason.PARTICIPANT_REMOVED, now=self.manager.now()),
-        )
+        self.manager.remove(room, sid, models.DisconnectReason.PARTICIPANT_REMOVED)
         return room_api.RemoveParticipantResponse()
 
     def mute_track(self, req: room_api.MuteRoomTrackRequest, claims: Claims) -> Message:
@@ -212,11 +209,8 @@ class TwirpService:
 
     def update_participant(self, req: room_api.UpdateParticipantRequest, claims: Claims) -> Message:
         room, sid = self._target(req.room, req.identity, claims)
-        merged = {**room.participants[sid].attributes, **req.attributes}
-        if metadata_size(req.name, req.metadata, merged) > MAX_METADATA_BYTES:
-            raise TwirpError(
-                "invalid_argument", f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes"
-            )
+        if not room.metadata_fits(sid, req.name, req.metadata, req.attributes):
+            raise TwirpError("invalid_argument", METADATA_TOO_LARGE)
         self.manager.apply(
             room,
             room.update_participant(
