@@ -9,6 +9,7 @@ from typing import Literal, TypeAlias, final
 
 __all__ = [
     "DataReceived",
+    "LoadGenerator",
     "MediaEngine",
     "MediaError",
     "PeerClosed",
@@ -151,3 +152,47 @@ class MediaEngine:
         MediaError."""
     def __enter__(self) -> MediaEngine: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
+
+@final
+class LoadGenerator:
+    """Synthetic WebRTC peers for ``pysfu loadtest``, driven by one Rust thread.
+
+    Each peer is a client PeerConnection (full ICE, DTLS, SRTP) with its own UDP
+    socket, so many peers can talk to one server port on loopback. Publisher peers
+    send synthetic RTP (Opus-sized audio, VP8-shaped video, no encoding) once
+    connected; every payload ends in a trailer (track number, sequence counter, send
+    time) from which subscribers measure loss and forwarding latency. Unknown peer
+    numbers and bad SDP raise MediaError.
+    """
+
+    def __new__(cls, *, local_ip: str = "127.0.0.1") -> LoadGenerator:
+        """Start the generator thread; peers bind UDP sockets on ``local_ip``."""
+    def now_ns(self) -> int:
+        """The generator's monotonic clock in ns (the clock of every ``*_ns`` value)."""
+    def add_peer(self) -> int:
+        """A new peer with its own UDP socket; returns its number."""
+    def publisher_offer(self, peer: int, tracks: list[tuple[str, str, int]]) -> str:
+        """Offer SDP with one sendonly m-line per ``(cid, kind, kbps)`` track, kind
+        "audio" (Opus, 20 ms packets) or "video" (VP8, 30 fps, keyframe every 2 s),
+        msid track id = cid. Media starts when the peer connects."""
+    def accept_answer(self, peer: int, sdp: str) -> None:
+        """Apply the server's answer to ``publisher_offer``."""
+    def accept_offer(self, peer: int, sdp: str) -> str:
+        """Subscriber side: apply the server's offer, return our answer SDP."""
+    def add_remote_candidate(self, peer: int, candidate: str) -> None:
+        """Add a trickled ``candidate:...`` line from the server."""
+    def remove_peer(self, peer: int) -> None:
+        """Close the peer and its socket. Idempotent."""
+    def peer_info(self, peer: int) -> dict[str, int]:
+        """``connected_ns`` and ``first_media_ns`` (0 until it happens),
+        ``packets_received``, ``packets_sent``."""
+    def stats(self) -> dict[str, int]:
+        """Totals since the last ``reset_stats``: packets_sent, bytes_sent,
+        packets_received, bytes_received, packets_expected (per received stream,
+        highest minus lowest sequence counter plus one), latency_samples,
+        latency_p50_us, latency_p95_us, latency_p99_us, latency_max_us;
+        gauges: peers, peers_connected."""
+    def reset_stats(self) -> None:
+        """Start a new measurement window (after ramp-up)."""
+    def close(self) -> None:
+        """Stop the thread and close all sockets. Idempotent."""

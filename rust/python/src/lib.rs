@@ -12,6 +12,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use pysfu_engine::{Engine, EngineConfig, EngineError, MediaEvent, Role};
 
+mod load;
+
 create_exception!(_core, MediaError, PyException, "An error reported by the media engine.");
 
 /// The one conversion site from engine errors to Python exceptions.
@@ -289,6 +291,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add("MediaError", m.py().get_type::<MediaError>())?;
     m.add_class::<MediaEngine>()?;
+    m.add_class::<load::LoadGenerator>()?;
     m.add_class::<PeerConnected>()?;
     m.add_class::<PeerClosed>()?;
     m.add_class::<TrackArrived>()?;
