@@ -167,6 +167,24 @@ def test_report_aggregates_and_formats() -> None:
     assert data["failures"][0]["count"] == 1
 
 
+def test_report_counts_streams_that_never_arrived_as_loss() -> None:
+    # Two publishers, three subscribers: 600 packets owed. Each received stream is
+    # complete, but one subscriber never got one publisher's track.
+    plan = LoadPlan(publishers=2, subscribers=3, audio=True)
+    report = build_report(
+        plan,
+        join_ms=[],
+        first_media_ms=[],
+        subscribers_without_media=0,
+        failed=[],
+        dropped=[],
+        stats={"packets_sent": 200, "packets_received": 500, "packets_expected": 500},
+        window_s=1.0,
+    )
+    assert report.packets_expected == 600
+    assert report.loss_pct == pytest.approx(100 / 6)
+
+
 def test_report_of_a_run_where_nobody_joined() -> None:
     plan = LoadPlan(publishers=1, subscribers=1)
     report = build_report(
