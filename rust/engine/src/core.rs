@@ -27,6 +27,11 @@ use crate::{Counters, PeerKey};
 /// The longest the run loop sleeps without looking at peers' timers.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 
+/// How long ICE may stay disconnected before the peer is given up. str0m reports
+/// Disconnected as soon as its checks lapse, and a busy client or a brief network
+/// stall recovers from that, as browsers treat "disconnected" as transient.
+pub const ICE_DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
+
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
 pub struct Core<S: Sink> {
     sink: S,
@@ -639,7 +644,7 @@ impl<S: Sink> Core<S> {
         let due: Vec<PeerKey> = self
             .peers
             .values()
-            .filter(|p| p.next_timeout <= now)
+            .filter(|p| p.deadline() <= now)
             .map(|p| p.key)
             .collect();
         for key in due {
@@ -649,6 +654,8 @@ impl<S: Sink> Core<S> {
                 }
                 if !peer.rtc.is_alive() && !peer.closed {
                     self.fail_peer(key, "closed");
+                } else if peer.ice_lost_at.is_some_and(|t| t + ICE_DISCONNECTED_GRACE <= now) {
+                    self.fail_peer(key, "ice disconnected");
                 }
             }
             self.drain(key);
@@ -662,7 +669,7 @@ impl<S: Sink> Core<S> {
         self.peers
             .values()
             .filter(|p| !p.closed)
-            .map(|p| p.next_timeout)
+            .map(Peer::deadline)
             .min()
             .unwrap_or(cap)
             .min(cap)
@@ -690,8 +697,13 @@ impl<S: Sink> Core<S> {
                     }
                 }
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.fail_peer(key, "ice disconnected")
+            Event::IceConnectionStateChange(state) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.ice_lost_at = match state {
+                        IceConnectionState::Disconnected => p.ice_lost_at.or(Some(now)),
+                        _ => None,
+                    };
+                }
             }
             Event::Closed => self.fail_peer(key, "closed by remote"),
             Event::ChannelOpen(id, label) => {
@@ -959,4 +971,134 @@ fn map_pt(sub: &Rtc, mid: Mid, codec: CodecKind) -> Option<str0m::media::Pt> {
         .filter(|p| remote.is_empty() || remote.contains(&p.pt()))
         .find(|p| CodecKind::from_codec(p.spec().codec) == codec)
         .map(|p| p.pt())
+}
+
+#[cfg(test)]
+mod ice_grace_tests {
+    //! A subscriber peer against an in-memory str0m client on virtual time: the
+    //! client goes silent long enough for ICE to report Disconnected.
+    use super::*;
+    use str0m::Output;
+
+    struct Queue(Vec<(SocketAddr, Vec<u8>)>);
+
+    impl Sink for Queue {
+        fn send(&mut self, dest: SocketAddr, data: &[u8]) {
+            self.0.push((dest, data.to_vec()));
+        }
+    }
+
+    const SERVER: &str = "10.0.0.1:7882";
+    const CLIENT: &str = "10.0.0.2:5000";
+    const STEP: Duration = Duration::from_millis(50);
+
+    struct World {
+        core: Core<Queue>,
+        client: Rtc,
+        now: Instant,
+        closed: Option<String>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let now = Instant::now();
+            let mut core = Core::new(Queue(Vec::new()), SERVER.parse().unwrap());
+            let mut client = Rtc::builder()
+                .set_rtp_mode(true)
+                .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+                .build(now);
+            client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
+            core.add_peer("sub", Role::Subscriber, now).unwrap();
+            let offer = core.create_offer("sub", now).unwrap();
+            let answer = client
+                .sdp_api()
+                .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
+                .unwrap();
+            core.accept_answer("sub", &answer.to_sdp_string(), now).unwrap();
+            Self { core, client, now, closed: None }
+        }
+
+        /// Advance virtual time by `dur`; datagrams cross only while `online`.
+        fn run(&mut self, dur: Duration, online: bool) {
+            let end = self.now + dur;
+            while self.now < end {
+                self.now += STEP;
+                let now = self.now;
+                self.client.handle_input(Input::Timeout(now)).unwrap();
+                while let Ok(out) = self.client.poll_output() {
+                    match out {
+                        Output::Transmit(t) if online => {
+                            self.core.handle_datagram(CLIENT.parse().unwrap(), &t.contents, now)
+                        }
+                        Output::Timeout(_) => break,
+                        _ => {}
+                    }
+                }
+                self.core.handle_timeout(now);
+                for (_, d) in std::mem::take(&mut self.core.sink_mut().0) {
+                    if online {
+                        let input = Input::Receive(
+                            now,
+                            Receive {
+                                proto: Protocol::Udp,
+                                source: SERVER.parse().unwrap(),
+                                destination: CLIENT.parse().unwrap(),
+                                contents: d.as_slice().try_into().unwrap(),
+                            },
+                        );
+                        self.client.handle_input(input).unwrap();
+                    }
+                }
+                for e in self.core.events.drain(..) {
+                    if let MediaEvent::PeerClosed { reason, .. } = e {
+                        self.closed.get_or_insert(reason);
+                    }
+                }
+            }
+        }
+
+        fn ice_lost(&self) -> Option<Instant> {
+            self.core.peers.values().next().and_then(|p| p.ice_lost_at)
+        }
+
+        fn connected(&self) -> bool {
+            self.core.peers.values().next().is_some_and(|p| p.connected)
+        }
+
+        /// Go silent until the server's ICE reports Disconnected; when it did.
+        fn silence_until_ice_lost(&mut self) -> Instant {
+            for _ in 0..1200 {
+                self.run(STEP, false);
+                if let Some(t) = self.ice_lost() {
+                    return t;
+                }
+            }
+            panic!("ICE never reported Disconnected");
+        }
+    }
+
+    #[test]
+    fn a_client_that_comes_back_within_the_grace_keeps_its_peer() {
+        let mut w = World::new();
+        w.run(Duration::from_secs(2), true);
+        assert!(w.connected());
+        w.silence_until_ice_lost();
+        assert_eq!(w.closed, None, "Disconnected alone must not close the peer");
+        w.run(Duration::from_secs(5), true);
+        assert_eq!(w.ice_lost(), None, "ICE recovers once checks arrive again");
+        w.run(ICE_DISCONNECTED_GRACE * 2, true);
+        assert_eq!(w.closed, None);
+    }
+
+    #[test]
+    fn a_client_that_stays_away_is_closed_after_the_grace() {
+        let mut w = World::new();
+        w.run(Duration::from_secs(2), true);
+        let lost = w.silence_until_ice_lost();
+        w.run(ICE_DISCONNECTED_GRACE - Duration::from_secs(1), false);
+        assert_eq!(w.closed, None);
+        w.run(Duration::from_secs(2), false);
+        assert_eq!(w.closed.as_deref(), Some("ice disconnected"));
+        assert!(w.now >= lost + ICE_DISCONNECTED_GRACE);
+    }
 }

@@ -38,6 +38,9 @@ pub struct Peer {
     pub rtc: Rtc,
     pub next_timeout: Instant,
     pub connected: bool,
+    /// When ICE last went Disconnected without recovering since; the peer fails
+    /// after `ICE_DISCONNECTED_GRACE`.
+    pub ice_lost_at: Option<Instant>,
     /// PeerClosed was emitted (or the peer is being removed): stay quiet.
     pub closed: bool,
     /// RTP was written since the last flush (listed in `Core::dirty`).
@@ -73,6 +76,7 @@ impl Peer {
             rtc,
             next_timeout: now,
             connected: false,
+            ice_lost_at: None,
             closed: false,
             dirty: false,
             channels: HashMap::new(),
@@ -86,6 +90,15 @@ impl Peer {
             arrived: HashSet::new(),
             rx_ssrc: HashMap::new(),
             orphan_mids: Vec::new(),
+        }
+    }
+
+    /// When the engine must next look at this peer: str0m's timer, or the end of
+    /// its ICE grace period.
+    pub fn deadline(&self) -> Instant {
+        match self.ice_lost_at {
+            Some(t) => self.next_timeout.min(t + crate::core::ICE_DISCONNECTED_GRACE),
+            None => self.next_timeout,
         }
     }
 
