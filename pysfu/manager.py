@@ -4,8 +4,10 @@ effects that pure room transitions return.
 Task layout::
 
     RoomManager.run (nursery)
-    └── one lifetime task per room: sleeps until the room's close deadline
-        (empty_timeout / departure_timeout), re-armed whenever the room changes
+    ├── one lifetime task per room: sleeps until the room's close deadline
+    │   (empty_timeout / departure_timeout), re-armed whenever the room changes
+    └── the liveness sweep: once a second, removes the participants of watched
+        sessions that went silent (ping timeout) or never connected their media
 
 Participant sessions run in their connection's task (the HTTP server owns it) and
 register a cancel scope and an outbox here; closing a room cancels them after their
@@ -25,6 +27,7 @@ import trio
 from livekit.protocol import models, rtc, webhook
 
 from .errors import PysfuError
+from .lifecycle import ParticipantState
 from .room import Binding, DataDelivery, Effects, Room, ServerIdentity
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,12 @@ OUTBOX_CAPACITY = 1024
 
 EVENT_QUEUE_CAPACITY = 1024
 """Room events buffered per ``events()`` observer before new ones are dropped for it."""
+
+JOIN_FAILURE_TIMEOUT_S = 60.0
+"""A participant whose media never connects is removed after this (as LiveKit)."""
+
+LIVENESS_SWEEP_INTERVAL_S = 1.0
+"""How often the one liveness sweep walks the watched sessions."""
 
 
 class RoomNotFound(PysfuError):
@@ -92,6 +101,11 @@ class Outbox:
     """``None`` is the end-of-session marker: flush what came before, then close."""
     cancel_scope: trio.CancelScope
     close_reason: DisconnectReason | None = None
+    joined_at: float = 0.0
+    """When the session registered (Trio clock)."""
+    last_seen: float | None = None
+    """When the last frame arrived from the client (Trio clock), kept up to date by
+    the session; ``None`` for sessions the liveness sweep does not watch."""
 
 
 @attrs.define(eq=False)
@@ -135,6 +149,7 @@ class RoomManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._liveness_sweep)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -227,12 +242,24 @@ class RoomManager:
 
     @contextmanager
     def register_session(
-        self, room: Room, sid: str, cancel_scope: trio.CancelScope
+        self, room: Room, sid: str, cancel_scope: trio.CancelScope, *, watch_liveness: bool = False
     ) -> Iterator[tuple[Outbox, trio.MemoryReceiveChannel[rtc.SignalResponse | None]]]:
         """Register a participant session's outbox; must wrap the session's lifetime.
-        On exit the participant is removed from its room if still there."""
+        On exit the participant is removed from its room if still there.
+
+        With ``watch_liveness`` the liveness sweep removes the participant once
+        ``outbox.last_seen`` (which the session updates on every frame) is older than
+        the ping timeout, or when its media is not connected within
+        JOIN_FAILURE_TIMEOUT_S."""
+        now = trio.current_time()
         send, receive = trio.open_memory_channel[rtc.SignalResponse | None](OUTBOX_CAPACITY)
-        outbox = Outbox(room=room.name, send_channel=send, cancel_scope=cancel_scope)
+        outbox = Outbox(
+            room=room.name,
+            send_channel=send,
+            cancel_scope=cancel_scope,
+            joined_at=now,
+            last_seen=now if watch_liveness else None,
+        )
         self._outboxes[sid] = outbox
         if self._no_sessions.is_set():
             self._no_sessions = trio.Event()
@@ -246,6 +273,32 @@ class RoomManager:
             self.remove(room, sid, outbox.close_reason or DisconnectReason.CLIENT_INITIATED)
             if self.media is not None:
                 self.media.participant_removed(sid)
+
+    async def _liveness_sweep(self) -> None:
+        """One task for every session's liveness, rather than a timer per session."""
+        while True:
+            await trio.sleep(LIVENESS_SWEEP_INTERVAL_S)
+            self._check_liveness(trio.current_time())
+
+    def _check_liveness(self, now: float) -> None:
+        """Remove the participants of watched sessions that went silent for longer
+        than the ping timeout, or whose media never became active in time."""
+        timeout = self.server.ping_timeout_s
+        for sid, outbox in list(self._outboxes.items()):
+            room = self.room(outbox.room)
+            p = room.participants.get(sid) if room is not None else None
+            if outbox.last_seen is None or room is None or p is None:
+                continue  # not watched, or already removed and winding down
+            if now - outbox.last_seen > timeout:
+                log.info("%s timed out (no ping for %ss)", sid, timeout)
+                self.remove(room, sid, DisconnectReason.CONNECTION_TIMEOUT)
+            elif (
+                self.media is not None
+                and p.state is not ParticipantState.ACTIVE
+                and now - outbox.joined_at > JOIN_FAILURE_TIMEOUT_S
+            ):
+                log.info("%s never connected its media; removing", sid)
+                self.remove(room, sid, DisconnectReason.JOIN_FAILURE)
 
     async def sessions_closed(self) -> None:
         """Return once no participant session is registered."""

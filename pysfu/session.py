@@ -4,7 +4,9 @@ Tasks, all in the session's nursery::
 
     reader    binary frame -> SignalRequest -> room transition
     writer    outbox -> binary frame; the ``None`` marker closes the socket
-    liveness  ping timeout, and join failure when media never connects
+
+The reader stamps ``outbox.last_seen`` on every frame; the ping timeout and the join
+failure (media never connects) are checked by the RoomManager's one liveness sweep.
 
 A session ends when its socket closes, the client leaves, the room removes it
 (LeaveRequest first), or it times out. Any of these removes the participant from
@@ -24,7 +26,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from .auth import Claims
-from .lifecycle import ParticipantEvent, ParticipantState
+from .lifecycle import ParticipantEvent
 from .manager import Outbox, RoomManager
 from .room import Room
 
@@ -34,9 +36,6 @@ DisconnectReason = models.DisconnectReason
 
 MAX_FRAME_BYTES = 1 << 20
 """Largest signal frame accepted; SDP offers with many tracks stay far below this."""
-
-JOIN_FAILURE_TIMEOUT_S = 60.0
-"""A participant whose media never connects is removed after this (as LiveKit)."""
 
 MAX_BAD_FRAMES = 10
 """Undecodable frames tolerated (and ignored) before the client is disconnected."""
@@ -77,7 +76,6 @@ class SignalSession:
         self.params = params
         self.transport = transport
         self.sid = ""
-        self._last_seen = trio.current_time()
         self._bad_frames = 0
 
     async def run(self) -> None:
@@ -97,7 +95,7 @@ class SignalSession:
         self.sid = participant.sid
         log.info("%s joined room %s as %s", claims.identity, self.room.name, self.sid)
         scope = trio.CancelScope()
-        session = self.manager.register_session(self.room, self.sid, scope)
+        session = self.manager.register_session(self.room, self.sid, scope, watch_liveness=True)
         with scope, session as (outbox, inbox):
             # The media plane must know the participant before the join's bindings
             # (tracks already live in the room) reach it, and the JoinResponse must go
@@ -110,7 +108,6 @@ class SignalSession:
                 media.offer_initial(self.sid)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, inbox, nursery.cancel_scope)
-                nursery.start_soon(self._liveness, outbox)
                 await self._reader(outbox)
                 nursery.cancel_scope.cancel()
         with trio.move_on_after(1) as cleanup:
@@ -140,7 +137,7 @@ class SignalSession:
                 if outbox.close_reason is None:
                     outbox.close_reason = DisconnectReason.SIGNAL_CLOSE
                 return
-            self._last_seen = trio.current_time()
+            outbox.last_seen = trio.current_time()
             req = self._decode(frame)
             if req is None:
                 if self._bad_frames > MAX_BAD_FRAMES:
@@ -170,27 +167,6 @@ class SignalSession:
             log.warning("undecodable frame from %s ignored", self.sid)
             return None
         return req
-
-    async def _liveness(self, outbox: Outbox) -> None:
-        timeout = self.manager.server.ping_timeout_s
-        joined = trio.current_time()
-        while True:
-            await trio.sleep(1)
-            now = trio.current_time()
-            if now - self._last_seen > timeout:
-                log.info("%s timed out (no ping for %ss)", self.sid, timeout)
-                self._remove(DisconnectReason.CONNECTION_TIMEOUT)
-                return
-            p = self.room.participants.get(self.sid)
-            if (
-                self.manager.media is not None
-                and p is not None
-                and p.state is not ParticipantState.ACTIVE
-                and now - joined > JOIN_FAILURE_TIMEOUT_S
-            ):
-                log.info("%s never connected its media; removing", self.sid)
-                self._remove(DisconnectReason.JOIN_FAILURE)
-                return
 
     def _remove(self, reason: DisconnectReason) -> None:
         self.manager.remove(self.room, self.sid, reason)

@@ -1,10 +1,12 @@
 """When rooms open and close: empty_timeout, departure_timeout, rejoins, deletion and
-shutdown, with a real RoomManager on Trio's MockClock (minutes pass in no time)."""
+shutdown, and the liveness sweep (ping timeout, join failure), with a real RoomManager
+on Trio's MockClock (minutes pass in no time)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from unittest.mock import Mock
 
 import attrs
 import pytest
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from livekit.protocol import models, rtc, webhook
 
 from pysfu.lifecycle import ParticipantEvent
-from pysfu.manager import RoomDefaults, RoomManager
+from pysfu.manager import JOIN_FAILURE_TIMEOUT_S, Outbox, RoomDefaults, RoomManager
 from pysfu.room import Room
 
 Reason = models.DisconnectReason
@@ -77,6 +79,8 @@ class FakeSession:
     close_reason: int | None = None
     ended: trio.Event = attrs.field(factory=trio.Event)
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    watch_liveness: bool = False
+    outbox: Outbox | None = None
 
     async def run(
         self,
@@ -90,8 +94,11 @@ class FakeSession:
         self.sid = p.sid
         with (
             self.scope,
-            manager.register_session(room, p.sid, self.scope) as (outbox, inbox),
+            manager.register_session(
+                room, p.sid, self.scope, watch_liveness=self.watch_liveness
+            ) as (outbox, inbox),
         ):
+            self.outbox = outbox
             manager.apply(room, fx)
             task_status.started()
             async for msg in inbox:
@@ -100,6 +107,13 @@ class FakeSession:
                 self.received.append(msg)
             self.close_reason = outbox.close_reason
         self.ended.set()
+
+    async def keep_talking(self, until: float) -> None:
+        """Stamp ``last_seen`` every 5 s until ``until``, as the reader does per frame."""
+        while trio.current_time() < until:
+            assert self.outbox is not None
+            self.outbox.last_seen = trio.current_time()
+            await trio.sleep(5)
 
     def kinds(self) -> list[str | None]:
         return [m.WhichOneof("message") for m in self.received]
@@ -325,6 +339,53 @@ async def test_session_ending_on_its_own_starts_departure_timeout(
         assert manager.room("r") is room
         await sleep_until(25)
         assert manager.room("r") is None
+
+
+# ---- liveness ------------------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_silent_session_is_removed_after_the_ping_timeout(autojump_clock: object) -> None:
+    async with running() as manager, trio.open_nursery() as nursery:
+        timeout = manager.server.ping_timeout_s
+        room = manager.create_room("r")
+        silent, talking = FakeSession(watch_liveness=True), FakeSession(watch_liveness=True)
+        unwatched = FakeSession()
+        for session, name in ((silent, "silent"), (talking, "talking"), (unwatched, "other")):
+            await nursery.start(session.run, manager, room, name)
+        nursery.start_soon(talking.keep_talking, 100)
+        await sleep_until(timeout)
+        assert silent.sid in room.participants  # not silent for *more* than the timeout yet
+        await sleep_until(timeout + 2)
+        assert silent.ended.is_set() and silent.sid not in room.participants
+        assert silent.leave().reason == Reason.CONNECTION_TIMEOUT
+        assert silent.close_reason == Reason.CONNECTION_TIMEOUT
+        await sleep_until(100 + timeout - 5)
+        assert talking.sid in room.participants and unwatched.sid in room.participants
+        await sleep_until(100 + timeout + 2)
+        assert talking.leave().reason == Reason.CONNECTION_TIMEOUT
+        assert unwatched.sid in room.participants  # only watched sessions time out
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_media_never_connecting_is_a_join_failure(autojump_clock: object) -> None:
+    async with running() as manager, trio.open_nursery() as nursery:
+        manager.media = Mock()
+        room = manager.create_room("r")
+        stuck, connected = FakeSession(watch_liveness=True), FakeSession(watch_liveness=True)
+        await nursery.start(stuck.run, manager, room, "stuck")
+        await nursery.start(connected.run, manager, room, "connected")
+        manager.apply(room, room.transition(connected.sid, ParticipantEvent.TRANSPORT_CONNECTED))
+        for session in (stuck, connected):
+            nursery.start_soon(session.keep_talking, 1000)
+        await sleep_until(JOIN_FAILURE_TIMEOUT_S)
+        assert stuck.sid in room.participants
+        await sleep_until(JOIN_FAILURE_TIMEOUT_S + 2)
+        assert stuck.sid not in room.participants
+        assert stuck.leave().reason == Reason.JOIN_FAILURE
+        assert connected.sid in room.participants
+        nursery.cancel_scope.cancel()
 
 
 # ---- a model of room lifetime, checked on random schedules ----------------------------------

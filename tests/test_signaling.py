@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -84,6 +85,38 @@ async def test_socket_drop_is_noticed(server: RunningServer) -> None:
             await SignalClient(ws_b).expect("join")
         gone = await alice.expect_update("bob", lambda p: p.state == State.DISCONNECTED)
         assert gone.identity == "bob"
+
+
+async def test_client_that_stops_pinging_times_out(server: RunningServer) -> None:
+    # The server has no setting for the ping timeout (15 s, as LiveKit); shorten it here
+    # before anyone joins so the test stays fast. JoinResponses then announce 1 s.
+    manager = server.server.manager
+    identity = attrs.evolve(manager.server, ping_timeout_s=1)
+    await server.acall(setattr, manager, "server", identity)
+
+    async def keep_pinging(client: SignalClient) -> None:
+        while True:
+            await client.send(rtc.SignalRequest(ping=int(time.time() * 1000)))
+            await trio.sleep(0.2)
+
+    async with (
+        connect(server.url, server.token_for("alice")) as ws_a,
+        connect(server.url, server.token_for("bob")) as ws_b,
+    ):
+        alice, bob = SignalClient(ws_a), SignalClient(ws_b)
+        assert (await alice.expect("join")).join.ping_timeout == 1
+        await bob.expect("join")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_pinging, bob)  # alice says nothing after joining
+            leave = (await alice.expect("leave")).leave
+            assert leave.reason == Reason.CONNECTION_TIMEOUT
+            assert leave.action == rtc.LeaveRequest.Action.DISCONNECT
+            gone = await bob.expect_update("alice", lambda p: p.state == State.DISCONNECTED)
+            assert gone.disconnect_reason == Reason.CONNECTION_TIMEOUT
+            await trio.sleep(1.5)  # longer than the timeout: bob's pings keep him in
+            room = await server.acall(server.server.room, "room1")
+            assert [p.identity for p in room.participants.values()] == ["bob"]
+            nursery.cancel_scope.cancel()
 
 
 async def test_duplicate_identity_replaces_older_connection(server: RunningServer) -> None:
