@@ -141,6 +141,10 @@ def test_report_aggregates_and_formats() -> None:
             ProcessSample(at_s=15, cpu_s=5.0, rss_bytes=56 * mb),
         ),
         rss_peak=57 * mb,
+        generator_samples=(
+            ProcessSample(at_s=5, cpu_s=40.0, rss_bytes=80 * mb),
+            ProcessSample(at_s=15, cpu_s=47.5, rss_bytes=81 * mb),
+        ),
     )
     assert report.all_joined and report.joined == 3 and report.dropped == 1
     assert report.loss_pct == pytest.approx(2.0)
@@ -156,13 +160,16 @@ def test_report_aggregates_and_formats() -> None:
     assert server.packets_per_cpu_s == pytest.approx(980.0)
     assert server.memory_per_participant_bytes == pytest.approx(2 * mb)
     assert server.rss_peak_bytes == 57 * mb
+    assert report.generator_cpu_pct == pytest.approx(75.0)  # 7.5 CPU-s in a 10 s window
 
     table = format_table(report)
     for text in ("3/3 joined", "2.00 %", "p99 1.5 ms", "20.0 % of a core", "2,000 kB"):
         assert text in table, table
+    assert "generator CPU  75.0 % of a core" in table, table
     assert "1x server sent leave (ROOM_DELETED) (e.g. sub-0-1)" in table
     data = json.loads(to_json(report))
     assert data["server"]["cpu_s"] == pytest.approx(2.0)
+    assert data["generator_cpu_pct"] == pytest.approx(75.0)
     assert data["latency_ms"]["p95"] == 0.9
     assert data["failures"][0]["count"] == 1
 
@@ -199,6 +206,7 @@ def test_report_of_a_run_where_nobody_joined() -> None:
     )
     assert not report.all_joined and report.failed == 2
     assert report.loss_pct is None and report.latency_ms is None and report.server is None
+    assert report.generator_cpu_pct is None
     assert "2x HTTP 401" in format_table(report)
 
 
@@ -285,3 +293,4 @@ def test_small_run_against_the_server(server: RunningServer, tmp_path: object) -
     assert report.loss_pct is not None and report.loss_pct < 5, format_table(report)
     assert report.latency_samples > 0
     assert report.server is None
+    assert report.generator_cpu_pct is not None and report.generator_cpu_pct > 0

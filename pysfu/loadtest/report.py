@@ -135,6 +135,13 @@ class LoadReport:
     peers_connected: int
     peers: int
     server: ServerFigures | None
+    generator_cpu_pct: float | None
+    """The load generator's own process over the window (user + system CPU over wall
+    time, all threads; 100 = one core busy; None without a window). Check it before
+    trusting the other figures: the generator runs signaling on one thread and every
+    simulated peer's media on another, so near or above 100 % it is likely saturating
+    a core, and loss, latency and throughput then measure the generator, not the
+    server. A server in the same process (as in the tests) is counted here too."""
 
     @property
     def all_joined(self) -> bool:
@@ -185,10 +192,12 @@ def build_report(
     server_pid: int | None = None,
     server_samples: tuple[ProcessSample, ProcessSample, ProcessSample] | None = None,
     rss_peak: int = 0,
+    generator_samples: tuple[ProcessSample, ProcessSample] | None = None,
 ) -> LoadReport:
     """Aggregate one run. ``failed``/``dropped`` are (identity, reason) pairs;
     ``stats`` is ``LoadGenerator.stats()`` for the window; ``server_samples`` are the
-    server readings before any join, at the window's start and at its end."""
+    server readings before any join, at the window's start and at its end;
+    ``generator_samples`` are the generator's own, at the window's start and end."""
     participants = plan.total_participants
     joined = participants - len(failed)
     sent, received = stats.get("packets_sent", 0), stats.get("packets_received", 0)
@@ -209,6 +218,10 @@ def build_report(
     server = None
     if server_pid is not None and server_samples is not None:
         server = _server(server_pid, window_s, *server_samples, rss_peak, joined, received)
+    generator_cpu_pct = None
+    if generator_samples is not None and window_s > 0:
+        gen_start, gen_end = generator_samples
+        generator_cpu_pct = 100 * max(0.0, gen_end.cpu_s - gen_start.cpu_s) / window_s
     return LoadReport(
         url=plan.url,
         rooms=plan.rooms,
@@ -240,6 +253,7 @@ def build_report(
         peers_connected=stats.get("peers_connected", 0),
         peers=stats.get("peers", 0),
         server=server,
+        generator_cpu_pct=generator_cpu_pct,
     )
 
 
@@ -300,6 +314,12 @@ def format_table(report: LoadReport) -> str:
         ),
         ("latency", _dist(report.latency_ms)),
         ("peers", f"{report.peers_connected}/{report.peers} connected at the end"),
+        (
+            "generator CPU",
+            "-"
+            if report.generator_cpu_pct is None
+            else f"{report.generator_cpu_pct:.1f} % of a core",
+        ),
     ]
     server = report.server
     if server is not None:

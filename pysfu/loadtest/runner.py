@@ -9,6 +9,7 @@ the join burst measures the server rather than a thundering herd of handshakes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -134,6 +135,9 @@ async def _run(
     stats: dict[str, int] = {}
     window_s = 0.0
     start = end = None
+    # Our own CPU as well: a generator that saturates its core measures itself.
+    generator = ServerProbe(os.getpid())
+    generator_samples = None
     rss_peak = 0
     async with trio.open_nursery() as nursery:
         log.info("joining %d publishers, then %d subscribers", len(publishers), len(subscribers))
@@ -146,10 +150,12 @@ async def _run(
             await trio.sleep(plan.ramp_up_s)
             gen.reset_stats()
             start = _safe_sample(probe)
+            generator_start = generator.sample()
             began = trio.current_time()
             rss_peak = await _measure(probe, plan.duration_s)
             stats = gen.stats()
             window_s = trio.current_time() - began
+            generator_samples = (generator_start, generator.sample())
             end = _safe_sample(probe)
         first_media = [s.first_media_ns() for s in subscribers]
         for sim in sims:
@@ -184,4 +190,5 @@ async def _run(
         server_pid=plan.server_pid,
         server_samples=samples,
         rss_peak=rss_peak,
+        generator_samples=generator_samples,
     )
