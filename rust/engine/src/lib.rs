@@ -23,6 +23,7 @@
 //! TURN/TCP, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
 //! layer switches (VP8's is done), RED, bandwidth-driven layer selection (dynacast),
 //! multi-threaded sharding.
+pub mod batch;
 pub mod core;
 pub mod demux;
 pub mod error;
@@ -118,7 +119,7 @@ impl Engine {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
         let queue = Arc::new(EventQueue::new()?);
-        let sink = runloop::UdpSink { socket, send_errors: 0 };
+        let sink = runloop::UdpSink::new(socket);
         let core = Core::new(sink, local_addr);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
@@ -261,6 +262,7 @@ impl Engine {
         self.call(move |c, _| {
             let mut s = c.stats();
             s.push(("send_errors", c.sink_mut().send_errors));
+            s.push(("send_syscalls", c.sink_mut().send_syscalls));
             s.push(("events_dropped", dropped));
             Ok(s)
         })

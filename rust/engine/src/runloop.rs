@@ -2,6 +2,7 @@
 //! the sans-IO `Core` in between.
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::batch::{Batch, MAX_BATCH};
 use crate::core::Core;
 use crate::event::EventQueue;
 use crate::peer::Sink;
@@ -25,16 +27,33 @@ const RECV_BUFFER_BYTES: usize = 2048;
 /// A job run on the engine thread with exclusive access to the core.
 pub(crate) type Job = Box<dyn FnOnce(&mut Core<UdpSink>, Instant) + Send>;
 
-/// Sends on the shared socket; a full send buffer drops the datagram.
+/// Sends on the shared socket, batched per run-loop turn (see `batch`); a full
+/// send buffer drops datagrams.
 pub struct UdpSink {
     pub(crate) socket: UdpSocket,
+    pub(crate) batch: Batch,
     pub(crate) send_errors: u64,
+    pub(crate) send_syscalls: u64,
+}
+
+impl UdpSink {
+    pub(crate) fn new(socket: UdpSocket) -> Self {
+        Self { socket, batch: Batch::default(), send_errors: 0, send_syscalls: 0 }
+    }
+
+    /// Send what the turn queued.
+    pub(crate) fn flush(&mut self) {
+        let sent = self.batch.send(self.socket.as_raw_fd());
+        self.send_errors += sent.dropped;
+        self.send_syscalls += sent.syscalls;
+    }
 }
 
 impl Sink for UdpSink {
     fn send(&mut self, dest: SocketAddr, data: &[u8]) {
-        if self.socket.send_to(data, dest).is_err() {
-            self.send_errors += 1;
+        self.batch.push(dest, data);
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
         }
     }
 }
@@ -85,6 +104,7 @@ pub(crate) fn run(mut poll: Poll, mut core: Core<UdpSink>, jobs: Receiver<Job>, 
         if core.next_timeout(now) <= now {
             core.handle_timeout(now);
         }
+        core.sink_mut().flush();
         queue.push_all(&mut core.events);
     }
 }
