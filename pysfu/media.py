@@ -69,6 +69,10 @@ class _ParticipantMedia:
     """Track sid -> msid track id of its m-section in the publisher's offer (the cid,
     unless the client announced another id)."""
     connected: bool = False
+    has_publisher_peer: bool = False
+    """The publisher PeerConnection exists in the engine. It is made on the client's
+    first publisher offer (or candidate), not at join: most participants only
+    subscribe, and an idle engine peer costs tens of kilobytes."""
 
 
 class EngineMediaPlane:
@@ -100,8 +104,15 @@ class EngineMediaPlane:
 
     def participant_joined(self, room: Room, sid: str) -> None:
         self._participants[sid] = _ParticipantMedia(room=room, sid=sid)
-        self.engine.add_peer(pub_peer(sid), subscriber=False)
         self.engine.add_peer(sub_peer(sid), subscriber=True)
+
+    def _publisher_peer(self, pm: _ParticipantMedia) -> str:
+        """The participant's publisher peer, made on first use."""
+        peer = pub_peer(pm.sid)
+        if not pm.has_publisher_peer:
+            self.engine.add_peer(peer, subscriber=False)
+            pm.has_publisher_peer = True
+        return peer
 
     def offer_initial(self, sid: str) -> None:
         """Send the first subscriber offer unless bindings already caused one. The
@@ -113,9 +124,13 @@ class EngineMediaPlane:
             self._renegotiate(sid)
 
     def participant_removed(self, sid: str) -> None:
-        if self._participants.pop(sid, None) is None:
+        pm = self._participants.pop(sid, None)
+        if pm is None:
             return
-        for peer in (pub_peer(sid), sub_peer(sid)):
+        peers = [sub_peer(sid)]
+        if pm.has_publisher_peer:
+            peers.append(pub_peer(sid))
+        for peer in peers:
             try:
                 self.engine.remove_peer(peer)
             except _core.MediaError as exc:
@@ -127,7 +142,7 @@ class EngineMediaPlane:
             return
         self._unpublish_stopped(pm, offer.sdp)
         try:
-            answer = self.engine.accept_offer(pub_peer(sid), offer.sdp)
+            answer = self.engine.accept_offer(self._publisher_peer(pm), offer.sdp)
         except _core.MediaError as exc:
             log.warning("%s: publisher offer rejected: %s", sid, exc)
             return
@@ -170,7 +185,8 @@ class EngineMediaPlane:
             self._send_offer(sid, follow_up)
 
     def trickle(self, sid: str, trickle: rtc.TrickleRequest) -> None:
-        if sid not in self._participants:
+        pm = self._participants.get(sid)
+        if pm is None:
             return
         try:
             init = json.loads(trickle.candidateInit)
@@ -180,8 +196,12 @@ class EngineMediaPlane:
             return
         if not candidate:
             return  # end-of-candidates
-        peer = sub_peer(sid) if trickle.target == Target.SUBSCRIBER else pub_peer(sid)
         try:
+            peer = (
+                sub_peer(sid)
+                if trickle.target == Target.SUBSCRIBER
+                else self._publisher_peer(pm)
+            )
             self.engine.add_remote_candidate(peer, candidate)
         except _core.MediaError as exc:
             log.debug("%s: candidate ignored: %s", sid, exc)

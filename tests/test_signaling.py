@@ -77,6 +77,37 @@ async def test_two_participants_see_each_other_and_leave(server: RunningServer) 
         assert [p.identity for p in room.participants.values()] == ["alice"]
 
 
+def _engine_peers(server: RunningServer) -> int:
+    media = server.server.media
+    assert media is not None
+    return media.engine.stats()["peers"]
+
+
+async def test_publisher_peer_is_made_only_when_the_client_publishes(
+    server: RunningServer,
+) -> None:
+    # A subscribe-only participant never offers on its publisher PeerConnection, so
+    # the engine holds its subscriber peer alone; the first publisher candidate (or
+    # offer) brings the publisher peer.
+    async with connect(server.url, server.token_for("alice")) as ws:
+        alice = SignalClient(ws)
+        await alice.expect("join")
+        assert await server.acall(_engine_peers, server) == 1
+        candidate = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host"
+        init = f'{{"candidate": "{candidate}", "sdpMid": "0", "sdpMLineIndex": 0}}'
+        await alice.send(
+            rtc.SignalRequest(
+                trickle=rtc.TrickleRequest(candidateInit=init, target=rtc.SignalTarget.PUBLISHER)
+            )
+        )
+        await alice.send(rtc.SignalRequest(ping=1))
+        await alice.expect("pong")
+        assert await server.acall(_engine_peers, server) == 2
+    with trio.fail_after(5):
+        while await server.acall(_engine_peers, server):
+            await trio.sleep(0.05)
+
+
 async def test_socket_drop_is_noticed(server: RunningServer) -> None:
     async with connect(server.url, server.token_for("alice")) as ws_a:
         alice = SignalClient(ws_a)

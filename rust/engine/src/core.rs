@@ -39,7 +39,9 @@ pub struct Core<S: Sink> {
     local_addr: SocketAddr,
     crypto: Arc<CryptoProvider>,
     cert: Option<DtlsCert>,
-    peers: HashMap<PeerKey, Peer>,
+    /// Boxed: an `Rtc` is kilobytes, and a table of them inline would carry its
+    /// growth slack and reallocation copies in every empty bucket.
+    peers: HashMap<PeerKey, Box<Peer>>,
     names: HashMap<String, PeerKey>,
     next_key: PeerKey,
     demux: Demux,
@@ -200,7 +202,7 @@ impl<S: Sink> Core<S> {
         self.demux.add_peer(ufrag, key);
         self.names.insert(peer_id.to_string(), key);
         self.peers
-            .insert(key, Peer::new(peer_id.to_string(), key, role, rtc, now));
+            .insert(key, Box::new(Peer::new(peer_id.to_string(), key, role, rtc, now)));
         self.drain(key);
         self.process(now);
         Ok(())
@@ -669,7 +671,7 @@ impl<S: Sink> Core<S> {
         self.peers
             .values()
             .filter(|p| !p.closed)
-            .map(Peer::deadline)
+            .map(|p| p.deadline())
             .min()
             .unwrap_or(cap)
             .min(cap)
