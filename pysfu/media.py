@@ -198,9 +198,7 @@ class EngineMediaPlane:
             return  # end-of-candidates
         try:
             peer = (
-                sub_peer(sid)
-                if trickle.target == Target.SUBSCRIBER
-                else self._publisher_peer(pm)
+                sub_peer(sid) if trickle.target == Target.SUBSCRIBER else self._publisher_peer(pm)
             )
             self.engine.add_remote_candidate(peer, candidate)
         except _core.MediaError as exc:
