@@ -104,6 +104,9 @@ class SignalSession:
             if media is not None:
                 media.participant_joined(self.room, self.sid)
             self.manager.apply(self.room, fx)
+            # The join's messages (an update to every other participant) would
+            # otherwise live as long as the session: quadratic in the room's size.
+            del fx
             if media is not None:
                 media.offer_initial(self.sid)
             async with trio.open_nursery() as nursery:

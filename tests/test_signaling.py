@@ -3,7 +3,9 @@ livekit-protocol messages: what any LiveKit client sees on the wire."""
 
 from __future__ import annotations
 
+import gc
 import time
+from contextlib import AsyncExitStack
 
 import attrs
 import httpx
@@ -13,6 +15,7 @@ from livekit.protocol import models, rtc
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from pysfu.auth import VideoGrant, mint_token
+from pysfu.room import Effects
 
 from .conftest import API_KEY, API_SECRET, RunningServer
 from .signal_client import SignalClient, connect
@@ -106,6 +109,21 @@ async def test_publisher_peer_is_made_only_when_the_client_publishes(
     with trio.fail_after(5):
         while await server.acall(_engine_peers, server):
             await trio.sleep(0.05)
+
+
+def _live_effects() -> int:
+    gc.collect()
+    return sum(isinstance(o, Effects) for o in gc.get_objects())
+
+
+async def test_sessions_keep_no_join_effects(server: RunningServer) -> None:
+    # Each join sends an update to everyone already there; a session that held on to
+    # its join's Effects would keep those messages alive for its whole life.
+    async with AsyncExitStack() as stack:
+        for i in range(6):
+            ws = await stack.enter_async_context(connect(server.url, server.token_for(f"p{i}")))
+            await SignalClient(ws).expect("join")
+        assert await server.acall(_live_effects) == 0
 
 
 async def test_socket_drop_is_noticed(server: RunningServer) -> None:
