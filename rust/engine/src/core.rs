@@ -196,6 +196,10 @@ impl<S: Sink> Core<S> {
         let candidate = Candidate::host(self.local_addr, "udp")
             .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
+        // Until str0m has handled one timeout its ICE agent asks for none, and the
+        // first drain would leave the peer with a far-off deadline.
+        rtc.handle_input(Input::Timeout(now))
+            .map_err(|e| EngineError::Rtc(e.to_string()))?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);

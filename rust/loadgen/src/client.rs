@@ -61,6 +61,10 @@ impl ClientPeer {
             .build(now);
         let candidate = Candidate::host(local, "udp").map_err(rtc_err)?;
         rtc.add_local_candidate(candidate);
+        // str0m's ICE agent reports no timeout until it has seen one: a peer whose
+        // first drain came before any tick got a far-off timeout and never started
+        // its checks (most of a burst of joins stayed silent).
+        rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
         Ok(Self {
             rtc,
             socket,
@@ -111,6 +115,7 @@ impl ClientPeer {
             out.pt = negotiated_pt(&self.rtc, out.mid, out.source.kind);
         }
         self.drain(now, totals);
+        self.next_timeout = now;
         Ok(())
     }
 
@@ -122,6 +127,8 @@ impl ClientPeer {
             .accept_offer(offer)
             .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
         self.drain(now, totals);
+        // New remote candidates and credentials: check on the next tick.
+        self.next_timeout = now;
         Ok(answer.to_sdp_string())
     }
 
@@ -129,6 +136,7 @@ impl ClientPeer {
         let c = pysfu_engine::sdp::parse_candidate(line)?;
         self.rtc.add_remote_candidate(c);
         self.drain(now, totals);
+        self.next_timeout = now;
         Ok(())
     }
 
@@ -265,4 +273,37 @@ fn negotiated_pt(rtc: &Rtc, mid: Mid, kind: Kind) -> Option<Pt> {
         .filter(|p| p.spec().codec == codec)
         .map(|p| p.pt())
         .find(|pt| remote.contains(pt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pysfu_engine::{Core, Role, Sink};
+    use std::time::Duration;
+
+    struct Discard;
+    impl Sink for Discard {
+        fn send(&mut self, _: SocketAddr, _: &[u8]) {}
+    }
+
+    #[test]
+    fn a_peer_answering_before_its_first_tick_still_starts_ice_at_once() {
+        let now = Instant::now();
+        let mut server = Core::new(Discard, "127.0.0.1:7882".parse().unwrap());
+        server.add_peer("sub", Role::Subscriber, now).unwrap();
+        let offer = server.create_offer("sub", now).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let mut totals = Totals::new(now);
+        let mut peer = ClientPeer::new(socket, crypto, now).unwrap();
+        // Answer straight away, as a burst of joins does: no tick in between.
+        peer.accept_offer(&offer, now, &mut totals).unwrap();
+        assert!(peer.next_timeout <= now + Duration::from_millis(100));
+        peer.tick(now + Duration::from_millis(1), &|_| 0, &mut totals);
+        assert!(
+            peer.next_timeout <= now + Duration::from_secs(1),
+            "ICE checks are due soon, not in {:?}",
+            peer.next_timeout - now
+        );
+    }
 }
