@@ -46,6 +46,10 @@ JOIN_FAILURE_TIMEOUT_S = 60.0
 LIVENESS_SWEEP_INTERVAL_S = 1.0
 """How often the one liveness sweep walks the watched sessions."""
 
+UPDATE_BATCH_INTERVAL_S = 0.5
+"""How long others may wait to hear of a participant that publishes nothing (joins and
+state changes; see Room.flush_updates). The reference server waits up to 3 s."""
+
 
 class RoomNotFound(PysfuError):
     pass
@@ -150,6 +154,7 @@ class RoomManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._liveness_sweep)
+            nursery.start_soon(self._flush_update_batches)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -273,6 +278,17 @@ class RoomManager:
             self.remove(room, sid, outbox.close_reason or DisconnectReason.CLIENT_INITIATED)
             if self.media is not None:
                 self.media.participant_removed(sid)
+
+    async def _flush_update_batches(self) -> None:
+        while True:
+            await trio.sleep(UPDATE_BATCH_INTERVAL_S)
+            self.flush_update_batches()
+
+    def flush_update_batches(self) -> None:
+        """Send every room's batched participant updates now."""
+        for handle in list(self._rooms.values()):
+            if handle.room.has_batched_updates:
+                self.apply(handle.room, handle.room.flush_updates())
 
     async def _liveness_sweep(self) -> None:
         """One task for every session's liveness, rather than a timer per session."""

@@ -138,6 +138,9 @@ class Participant:
     disconnect_reason: DisconnectReason = DisconnectReason.UNKNOWN_REASON
     publications: dict[str, Publication] = attrs.field(factory=dict)
     """By track sid, in publish order."""
+    seen_through: int = 0
+    """Room version of its JoinResponse: every other participant's info up to this
+    version reached it there, so a batched update need not repeat it."""
 
     @property
     def hidden(self) -> bool:
@@ -206,6 +209,8 @@ class Room:
     last_departure: float | None = None
     closed: bool = False
     _version: int = 0
+    _batched: dict[str, None] = attrs.field(factory=dict)
+    """Sids whose latest state others have not been sent yet (see flush_updates)."""
 
     def __attrs_post_init__(self) -> None:
         if not self.creation_wall:
@@ -277,12 +282,24 @@ class Room:
         p.version = self._version
 
     def _broadcast_participant(
-        self, fx: Effects, p: Participant, *, include_self: bool = True
+        self, fx: Effects, p: Participant, *, include_self: bool = True, batch: bool = False
     ) -> None:
+        """Tell everyone about ``p``. With ``batch``, a participant that publishes
+        nothing is only told itself now; the others learn of it at the next
+        :meth:`flush_updates`, as the reference server batches subscriber-only
+        changes: joins into a big room would otherwise cost an update to everyone,
+        for everyone."""
         if p.hidden:
             if include_self and p.sid in self.participants:
                 fx.send(p.sid, _update([p.info(only_live=False)]))
             return
+        if batch and not p.publications:
+            self._batched[p.sid] = None
+            if include_self:
+                fx.send(p.sid, _update([p.info(only_live=False)]))
+            return
+        # This update is the newest: a batched one would now be out of date.
+        self._batched.pop(p.sid, None)
         for other in self.participants.values():
             if other.sid == p.sid:
                 if include_self:
@@ -376,7 +393,8 @@ class Room:
         self.participants[p.sid] = p
         self.by_identity[identity] = p.sid
         fx.send(p.sid, rtc.SignalResponse(join=self._join_response(p, others)))
-        self._broadcast_participant(fx, p, include_self=False)
+        p.seen_through = self._version
+        self._broadcast_participant(fx, p, include_self=False, batch=True)
         for other in others:
             for pub in other.publications.values():
                 if pub.live:
@@ -421,6 +439,7 @@ class Room:
         self._bump(p)
         del self.participants[sid]
         del self.by_identity[p.identity]
+        self._batched.pop(sid, None)
         if reason != DisconnectReason.CLIENT_INITIATED:
             fx.send(
                 sid,
@@ -453,7 +472,7 @@ class Room:
             return fx
         p.state = new
         self._bump(p)
-        self._broadcast_participant(fx, p)
+        self._broadcast_participant(fx, p, batch=True)
         if new is ParticipantState.ACTIVE:
             fx.events.append(self._event("participant_joined", participant=p.info()))
         return fx
@@ -711,6 +730,30 @@ class Room:
         fx.room_closed = True
         fx.events.append(self._event("room_finished"))
         return fx
+
+    def flush_updates(self) -> Effects:
+        """Send the batched participant updates: one ParticipantUpdate per recipient
+        with every batched participant it has not seen at its current version."""
+        fx = Effects()
+        infos = [self.participants[sid].info() for sid in self._batched]
+        self._batched.clear()
+        if not infos:
+            return fx
+        shared: dict[tuple[str, ...], rtc.SignalResponse] = {}
+        for other in self.participants.values():
+            news = [i for i in infos if i.sid != other.sid and i.version > other.seen_through]
+            if not news:
+                continue
+            key = tuple(i.sid for i in news)
+            msg = shared.get(key)
+            if msg is None:
+                msg = shared[key] = _update(news)
+            fx.send(other.sid, msg)
+        return fx
+
+    @property
+    def has_batched_updates(self) -> bool:
+        return bool(self._batched)
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")

@@ -158,6 +158,16 @@ class RoomMachine(RuleBasedStateMachine):
     def time_passes(self, dt: float) -> None:
         self.now += dt
 
+    @rule()
+    def flush_updates(self) -> None:
+        self.apply(self.room.flush_updates())
+        # Batching delays updates, never loses them: after a flush everyone has
+        # seen everyone else's latest state.
+        for to in self.room.participants.values():
+            for about in self.room.participants.values():
+                if about.sid != to.sid and not about.hidden:
+                    assert self.seen_versions.get((to.sid, about.sid)) == about.version
+
     # ---- invariants -----------------------------------------------------------------------
 
     @invariant()
@@ -276,3 +286,30 @@ def test_oversized_metadata_is_refused_and_changes_nothing() -> None:
         assert reply.request_id == req.request_id
     p = room.participants[a.sid]
     assert p.metadata == "small" and not p.attributes and p.version == version
+
+
+def _updates_to(fx: Effects, sid: str) -> list[list[str]]:
+    return [
+        [i.identity for i in m.update.participants]
+        for to, m in fx.messages
+        if to == sid and m.HasField("update")
+    ]
+
+
+def test_subscriber_only_changes_are_batched_and_publishers_are_not() -> None:
+    room = Room(name="r", created_at=0.0)
+    a, _ = room.join(identity="a", now=0)
+    # b and c only subscribe: a hears of them at the next flush, both in one update.
+    b, fx_b = room.join(identity="b", now=0)
+    c, fx_c = room.join(identity="c", now=0)
+    assert _updates_to(fx_b, a.sid) == [] and _updates_to(fx_c, a.sid) == []
+    flushed = room.flush_updates()
+    assert _updates_to(flushed, a.sid) == [["b", "c"]]
+    # b saw c only at the flush; c saw a and b in its JoinResponse already.
+    assert _updates_to(flushed, b.sid) == [["c"]]
+    assert _updates_to(flushed, c.sid) == []
+    assert room.flush_updates().messages == []
+    # A track going live is news for everyone at once.
+    room.add_track(b.sid, rtc.AddTrackRequest(cid="t", type=models.TrackType.AUDIO))
+    _, live = room.track_live(b.sid, cid="t")
+    assert _updates_to(live, a.sid) == [["b"]] and _updates_to(live, c.sid) == [["b"]]

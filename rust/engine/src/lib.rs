@@ -37,6 +37,7 @@ pub mod rewrite;
 pub mod router;
 mod runloop;
 pub mod sdp;
+mod socket_buffers;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -108,6 +109,7 @@ impl Engine {
     pub fn start(config: EngineConfig) -> Result<Self> {
         let std_socket = StdUdpSocket::bind(SocketAddr::new(config.bind_ip, config.udp_port))?;
         std_socket.set_nonblocking(true)?;
+        socket_buffers::enlarge(&std_socket);
         let bound = std_socket.local_addr()?;
         let ip = config.advertise_ip.unwrap_or(if bound.ip().is_unspecified() {
             guess_local_ip()
