@@ -98,7 +98,7 @@ impl Source {
             kind,
             track,
             kbps: kbps.max(1),
-            next_due: start,
+            next_due: start + phase(track, period_of(kind)),
             frame: 0,
             // Arbitrary but fixed: receivers must not rely on a zero start.
             seq: 1000,
@@ -109,10 +109,7 @@ impl Source {
     }
 
     fn period(&self) -> Duration {
-        match self.kind {
-            Kind::Audio => AUDIO_PERIOD,
-            Kind::Video => Duration::from_secs(1) / VIDEO_FPS,
-        }
+        period_of(self.kind)
     }
 
     /// A PLI/FIR: the next video frame is a keyframe.
@@ -200,6 +197,22 @@ impl Source {
     }
 }
 
+fn period_of(kind: Kind) -> Duration {
+    match kind {
+        Kind::Audio => AUDIO_PERIOD,
+        Kind::Video => Duration::from_secs(1) / VIDEO_FPS,
+    }
+}
+
+/// Where in its frame period a track starts. Independent clients are not in step;
+/// sources started together on one generator tick would be, and every speaker's
+/// packet would reach the server in the same burst. Spread by the golden ratio so
+/// that any number of tracks covers the period evenly, the same way every run.
+fn phase(track: u32, period: Duration) -> Duration {
+    let fraction = (f64::from(track) * 0.618_033_988_749_895).fract();
+    period.mul_f64(fraction)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,8 +261,27 @@ mod tests {
         let markers = packets.iter().filter(|p| p.marker).count();
         assert_eq!(markers, 60, "one marker per frame");
         s.request_keyframe();
-        let next = s.poll(start + Duration::from_millis(2000), |_| 0);
+        let next = s.poll(start + Duration::from_millis(2100), |_| 0);
         assert!(is_keyframe_start(CodecKind::Vp8, &next[0].payload));
+    }
+
+    #[test]
+    fn tracks_start_spread_over_their_period() {
+        let start = Instant::now();
+        let mut firsts: Vec<Duration> = (0..10)
+            .map(|track| {
+                let mut s = Source::new(Kind::Audio, track, 32, start);
+                let t = (0..40u64)
+                    .map(|ms| start + Duration::from_millis(ms))
+                    .find(|&t| !s.poll(t, |_| 0).is_empty())
+                    .unwrap();
+                t - start
+            })
+            .collect();
+        firsts.sort();
+        firsts.dedup();
+        assert!(firsts.len() >= 8, "ten speakers in step: {firsts:?}");
+        assert!(firsts.iter().all(|d| *d < AUDIO_PERIOD));
     }
 
     #[test]
