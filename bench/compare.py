@@ -5,8 +5,11 @@
 Reads the rows ``scenarios.py`` wrote for both servers and prints, per scenario, the
 largest load each held, the CPU each paid per forwarded packet at the largest load both
 held, and the latency at half of each one's maximum. A step is *held* when it lost
-under 1 % of its packets, everyone joined, and the median forwarding latency stayed
-under 50 ms (a server that queues for seconds loses nothing yet serves no one).
+under 1 % of its packets, everyone joined, the median forwarding latency stayed under
+50 ms (a server that queues for seconds loses nothing yet serves no one), and it
+delivered at least 95 % of the per-subscriber packet rate of the scenario's smallest
+step (loss is counted against what publishers sent, so a publisher that never started
+would otherwise go unnoticed).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 MEDIA_SCENARIOS = ("audio", "meeting", "livestream")
 HELD_LOSS_PCT = 1.0
 HELD_LATENCY_P50_MS = 50.0
+HELD_DELIVERY = 0.95
 
 Row = dict[str, Any]
 
@@ -30,14 +34,21 @@ def load(server: str, scenario: str) -> list[Row]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def held(row: Row) -> bool:
+def per_subscriber_pps(rows: Sequence[Row]) -> float:
+    first = min(rows, key=lambda r: r["subscribers"])
+    return float(first["forwarded_pps"]) / first["subscribers"]
+
+
+def held(row: Row, rows: Sequence[Row]) -> bool:
     loss, p50 = row.get("loss_pct"), row.get("latency_p50_ms")
+    owed = per_subscriber_pps(rows) * row["subscribers"]
     return (
         row.get("joined") == row.get("participants")
         and loss is not None
         and loss < HELD_LOSS_PCT
         and p50 is not None
         and p50 < HELD_LATENCY_P50_MS
+        and row["forwarded_pps"] >= HELD_DELIVERY * owed
     )
 
 
@@ -45,7 +56,7 @@ def max_held(rows: Sequence[Row]) -> Row | None:
     """The last held step before the first one that was not."""
     best = None
     for row in sorted(rows, key=lambda r: r["subscribers"]):
-        if not held(row):
+        if not held(row, rows):
             break
         best = row
     return best
@@ -57,7 +68,7 @@ def at(rows: Sequence[Row], subscribers: int) -> Row | None:
 
 def near_half(rows: Sequence[Row], top: Row) -> Row | None:
     """The held step closest to half of ``top``'s subscribers."""
-    candidates = [r for r in rows if held(r) and r["subscribers"] <= top["subscribers"]]
+    candidates = [r for r in rows if held(r, rows) and r["subscribers"] <= top["subscribers"]]
     if not candidates:
         return None
     return min(candidates, key=lambda r: abs(r["subscribers"] - top["subscribers"] / 2))

@@ -68,7 +68,7 @@ SCENARIOS = {
         publishers=4,
         audio=True,
         video=True,
-        steps=(10, 25, 50, 75, 100, 125, 150, 200),
+        steps=(10, 25, 50, 75, 100, 125, 150, 200, 250),
     ),
     "livestream": Scenario(
         "livestream",
