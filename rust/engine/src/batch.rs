@@ -90,7 +90,7 @@ impl Batch {
         if self.datagrams.is_empty() {
             return sent;
         }
-        let runs = plan_runs(&self.datagrams, !self.gso_off);
+        let mut runs = plan_runs(&self.datagrams, !self.gso_off);
         let mut offsets = Vec::with_capacity(self.datagrams.len() + 1);
         let mut at = 0;
         for &(_, len) in &self.datagrams {
@@ -112,20 +112,15 @@ impl Batch {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if runs[next].count > 1 && gso_refused(&e) => {
                     // No GSO here (old kernel, a device without checksum offload):
-                    // resend the rest one datagram per message.
+                    // the rest goes one datagram per message, from now on too.
                     tracing::info!("UDP GSO unavailable ({e}); sending datagrams singly");
                     self.gso_off = true;
-                    let rest: Vec<Run> = runs[next..]
-                        .iter()
-                        .flat_map(|r| {
-                            (r.first..r.first + r.count).map(move |i| Run { first: i, count: 1, ..*r })
-                        })
-                        .collect();
-                    let tail = Batch::resend_singly(fd, &self.bytes, &offsets, &rest);
-                    sent.datagrams += tail.datagrams;
-                    sent.dropped += tail.dropped;
-                    sent.syscalls += tail.syscalls;
-                    next = runs.len();
+                    let first = runs[next].first;
+                    runs.truncate(next);
+                    runs.extend(plan_runs(&self.datagrams[first..], false).into_iter().map(|r| Run {
+                        first: r.first + first,
+                        ..r
+                    }));
                 }
                 Err(_) => {
                     // EAGAIN (buffer full) or an error for this destination (e.g.
@@ -137,26 +132,6 @@ impl Batch {
         }
         self.bytes.clear();
         self.datagrams.clear();
-        sent
-    }
-
-    fn resend_singly(fd: RawFd, bytes: &[u8], offsets: &[usize], runs: &[Run]) -> Sent {
-        let mut sent = Sent::default();
-        let mut next = 0;
-        while next < runs.len() {
-            sent.syscalls += 1;
-            match send_runs(fd, bytes, offsets, &runs[next..]) {
-                Ok(n) => {
-                    sent.datagrams += n as u64;
-                    next += n;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(_) => {
-                    sent.dropped += 1;
-                    next += 1;
-                }
-            }
-        }
         sent
     }
 }

@@ -198,8 +198,7 @@ impl<S: Sink> Core<S> {
         rtc.add_local_candidate(candidate);
         // Until str0m has handled one timeout its ICE agent asks for none, and the
         // first drain would leave the peer with a far-off deadline.
-        rtc.handle_input(Input::Timeout(now))
-            .map_err(|e| EngineError::Rtc(e.to_string()))?;
+        rtc.handle_input(Input::Timeout(now))?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);
@@ -984,22 +983,15 @@ mod ice_grace_tests {
     //! A subscriber peer against an in-memory str0m client on virtual time: the
     //! client goes silent long enough for ICE to report Disconnected.
     use super::*;
+    use crate::fuzz::VecSink;
     use str0m::Output;
-
-    struct Queue(Vec<(SocketAddr, Vec<u8>)>);
-
-    impl Sink for Queue {
-        fn send(&mut self, dest: SocketAddr, data: &[u8]) {
-            self.0.push((dest, data.to_vec()));
-        }
-    }
 
     const SERVER: &str = "10.0.0.1:7882";
     const CLIENT: &str = "10.0.0.2:5000";
     const STEP: Duration = Duration::from_millis(50);
 
     struct World {
-        core: Core<Queue>,
+        core: Core<VecSink>,
         client: Rtc,
         now: Instant,
         closed: Option<String>,
@@ -1008,7 +1000,7 @@ mod ice_grace_tests {
     impl World {
         fn new() -> Self {
             let now = Instant::now();
-            let mut core = Core::new(Queue(Vec::new()), SERVER.parse().unwrap());
+            let mut core = Core::new(VecSink::default(), SERVER.parse().unwrap());
             let mut client = Rtc::builder()
                 .set_rtp_mode(true)
                 .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))

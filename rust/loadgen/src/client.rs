@@ -115,7 +115,6 @@ impl ClientPeer {
             out.pt = negotiated_pt(&self.rtc, out.mid, out.source.kind);
         }
         self.drain(now, totals);
-        self.next_timeout = now;
         Ok(())
     }
 
@@ -127,8 +126,6 @@ impl ClientPeer {
             .accept_offer(offer)
             .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
         self.drain(now, totals);
-        // New remote candidates and credentials: check on the next tick.
-        self.next_timeout = now;
         Ok(answer.to_sdp_string())
     }
 
@@ -136,7 +133,6 @@ impl ClientPeer {
         let c = pysfu_engine::sdp::parse_candidate(line)?;
         self.rtc.add_remote_candidate(c);
         self.drain(now, totals);
-        self.next_timeout = now;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ mod sdp;
 mod session;
 
 pub use reader::Reader;
-pub use session::sha1_hmac;
+pub use session::{sha1_hmac, VecSink};
 
 /// A fuzz target: raw bytes in, a panic on a finding.
 pub type Target = fn(&[u8]);
