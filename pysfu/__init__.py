@@ -1,9 +1,18 @@
 """pysfu: a LiveKit-compatible SFU for Python.
 
+Layers, each importing only those before it (a test checks)::
+
+    rtc      pure room domain: Room -> Effects, no Trio, no engine
+    runtime  Trio lifetimes: RoomManager (one apply), ParticipantSession, ports
+    media    the engine bridge (MediaPlane port) over pysfu._core (Rust)
+    signal   WebSocket signaling attaching to sessions
+    api      HTTP routes, Twirp
+    server   wiring; cli on top
+
 Run loop: ``Server.serve`` listens on one HTTP port (signaling, Twirp, health) and owns
 a ``RoomManager``; each signal request becomes a pure ``Room`` transition whose
-``Effects`` (messages, closes, media bindings, data, events) the manager carries out.
-The media plane (``pysfu._core``, Rust) forwards RTP without Python on the packet path.
+``Effects`` the manager carries out. The media plane (``pysfu._core``, Rust) forwards
+RTP without Python on the packet path.
 """
 
 from .auth import AuthError as AuthError
@@ -15,9 +24,9 @@ from .config import Config as Config
 from .config import ConfigError as ConfigError
 from .config import load_config as load_config
 from .errors import PysfuError as PysfuError
-from .room import Participant as Participant
-from .room import Publication as Publication
-from .room import Room as Room
+from .rtc.room import Participant as Participant
+from .rtc.room import Publication as Publication
+from .rtc.room import Room as Room
 from .server import VERSION as VERSION
 from .server import Server as Server
 

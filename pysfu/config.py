@@ -69,9 +69,21 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
     "log_level": None,
     "development": None,
     "rtc": frozenset({"udp_port", "node_ip"}),
-    "room": frozenset({"empty_timeout", "departure_timeout"}),
+    "room": frozenset(
+        {"empty_timeout", "departure_timeout", "auto_create", "enable_remote_unmute"}
+    ),
     "webhook": frozenset({"api_key", "urls"}),
     "logging": frozenset({"level"}),
+}
+
+
+# Keys that restrict what clients may do: ignoring one would leave a server more open
+# than its operator wrote, so pysfu refuses to start rather than warn.
+_SECURITY: Mapping[str, frozenset[str] | None] = {
+    "limit": None,
+    "room": frozenset({"max_participants", "enabled_codecs"}),
+    "rtc": frozenset({"allow_tcp_fallback"}),
+    "signal_relay": None,
 }
 
 
@@ -116,6 +128,10 @@ class Config:
     """``debug``, ``info``, ``warn`` or ``error``."""
     node_ip: str | None = None
     """IP advertised in ICE candidates; :func:`load_config` always fills it in."""
+    auto_create: bool = True
+    """``room.auto_create``: a join may create the room its token names."""
+    enable_remote_unmute: bool = False
+    """``room.enable_remote_unmute``: the server API may unmute a participant's track."""
 
     @property
     def webhook_secret(self) -> str | None:
@@ -211,6 +227,11 @@ def load_config(
         room.get("departure_timeout", DEFAULT_DEPARTURE_TIMEOUT_S), "room.departure_timeout"
     )
 
+    auto_create = _bool(room.get("auto_create", True), "room.auto_create")
+    enable_remote_unmute = _bool(
+        room.get("enable_remote_unmute", False), "room.enable_remote_unmute"
+    )
+
     webhook_urls = _urls(webhook.get("urls"), "webhook.urls")
     webhook_api_key = None
     if webhook.get("api_key") is not None:
@@ -246,6 +267,8 @@ def load_config(
         webhook_urls=webhook_urls,
         log_level=log_level,
         node_ip=advertised,
+        auto_create=auto_create,
+        enable_remote_unmute=enable_remote_unmute,
     )
     return config, warnings
 
@@ -280,6 +303,15 @@ def _read_yaml(
 
 def _warn_unsupported(raw: Mapping[str, Any], warnings: list[str]) -> None:
     for key, value in raw.items():
+        security = _SECURITY.get(key, frozenset())
+        if key in _SECURITY and security is None:
+            raise ConfigError(f"{key}: not supported by pysfu, and it restricts clients")
+        if security and isinstance(value, dict):
+            for child in value:
+                if child in security:
+                    raise ConfigError(
+                        f"{key}.{child}: not supported by pysfu, and it restricts clients"
+                    )
         if key not in _SUPPORTED:
             warnings.append(f"unsupported config key {key} ignored")
             continue

@@ -31,15 +31,17 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from livekit.protocol import models, webhook
 
-from . import _core, _hypercorn_fix
+from . import _core
+from .api import _hypercorn_fix
+from .api.http import App
 from .config import Config
 from .demo import demo_routes
-from .http import App
-from .manager import RoomDefaults, RoomManager
-from .media import EngineMediaPlane
-from .room import Room, ServerIdentity
-from .session import MAX_FRAME_BYTES
-from .webhook import NullWebhookSink, WebhookSender, WebhookSink
+from .media.bridge import EngineMediaPlane
+from .rtc.room import Room, ServerIdentity
+from .runtime.manager import RoomDefaults, RoomManager, RoomPolicy
+from .runtime.ports import NullWebhookSink, WebhookSink
+from .runtime.webhooks import WebhookSender
+from .signal.connection import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ SHUTDOWN_FLUSH_S = 2.0
 WEBHOOK_FLUSH_S = 5.0
 """How long a graceful shutdown waits for queued webhooks to be delivered."""
 
+
+WEBSOCKET_PING_INTERVAL_S = 10.0
+"""The reference server pings every signal WebSocket this often."""
 
 STALLED_PEER_ABORT_S = 30.0
 """A TCP peer that accepts no data for this long is aborted by the kernel
@@ -96,6 +101,11 @@ class Server:
             ),
             server=ServerIdentity(version=VERSION),
             webhooks=self.webhooks,
+            keys=config.keys,
+            policy=RoomPolicy(
+                auto_create=config.auto_create,
+                enable_remote_unmute=config.enable_remote_unmute,
+            ),
         )
         # --dev also serves the demo page and its token endpoint at /demo/ (see README).
         self.app = App(
@@ -106,6 +116,7 @@ class Server:
         self.udp_port: int = config.udp_port
         """The media UDP port actually bound (differs from config when 0)."""
         self.media: EngineMediaPlane | None = None
+        """The engine's media plane while serving."""
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -129,6 +140,10 @@ class Server:
         hconfig = _HypercornConfig()
         hconfig.bind = [_bind_string(a, self.config.port) for a in self.config.bind_addresses]
         hconfig.websocket_max_message_size = MAX_FRAME_BYTES
+        # WebSocket pings keep every client's connection checked, including those
+        # that send no signal-level pings (server-sdk-go); a peer that stops acking
+        # is cut by TCP_USER_TIMEOUT and its session waits for a resume.
+        hconfig.websocket_ping_interval = WEBSOCKET_PING_INTERVAL_S
         hconfig.graceful_timeout = 1.0
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("pysfu.http")

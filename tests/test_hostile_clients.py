@@ -25,7 +25,8 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Requ
 
 import pysfu.server
 from pysfu.config import Config
-from pysfu.session import MAX_BAD_FRAMES, MAX_FRAME_BYTES, SignalSession
+from pysfu.runtime.sessions import ParticipantSession
+from pysfu.signal.connection import MAX_BAD_FRAMES, MAX_FRAME_BYTES
 
 from .conftest import RunningServer, start_server, stop_server
 from .signal_client import SignalClient, connect
@@ -163,7 +164,7 @@ async def wait_for_identities(server: RunningServer, room: str, expected: set[st
 async def live_sessions(server: RunningServer) -> int:
     def count() -> int:
         gc.collect()
-        return sum(isinstance(o, SignalSession) for o in gc.get_objects())
+        return sum(isinstance(o, ParticipantSession) for o in gc.get_objects())
 
     return await server.acall(count)
 

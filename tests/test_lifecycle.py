@@ -3,8 +3,8 @@
 import pytest
 
 from pysfu.errors import LocalProtocolError
-from pysfu.lifecycle import TRANSITIONS, ParticipantEvent, ParticipantState, next_state
-from pysfu.subscription import Subscription, SubscriptionAction
+from pysfu.rtc.lifecycle import TRANSITIONS, ParticipantEvent, ParticipantState, next_state
+from pysfu.rtc.subscription import Subscription, SubscriptionAction
 
 S, E = ParticipantState, ParticipantEvent
 

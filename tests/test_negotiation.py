@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pysfu.errors import RemoteProtocolError
-from pysfu.negotiation import NegotiationState, Negotiator
+from pysfu.media.negotiation import NegotiationState, Negotiator
 
 
 def test_changes_while_offering_fold_into_one_follow_up() -> None:

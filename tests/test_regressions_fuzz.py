@@ -171,35 +171,32 @@ async def test_duplicate_identity_unbinds_before_unpublishing(
     # told the old track was unpublished while ben's subscription to it was still bound.
     import trio.testing
 
-    from pysfu.auth import Claims, VideoGrant
-    from pysfu.manager import RoomManager
-    from pysfu.session import JoinParams, SignalSession
+    from pysfu import testing
+    from pysfu.runtime.manager import RoomManager
 
     fs = harnesses["signal"]
     manager = RoomManager()
     media = fs.RecordingMedia()  # type: ignore[attr-defined]
     manager.media = media
 
-    def session(identity: str) -> SignalSession:
-        claims = Claims(
-            api_key="k", identity=identity, video=VideoGrant(room_join=True), expires_at=0
-        )
+    async def join(nursery: trio.Nursery, identity: str) -> str:
         transport = fs.FakeTransport(identity)  # type: ignore[attr-defined]
-        return SignalSession(manager, room, claims, JoinParams(), transport)
+        claims = testing.claims_for(identity, "r")
+        session = await nursery.start(testing.join, manager, claims, transport)
+        return str(session.sid)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         room = manager.create_room("r")
-        first_ann = session("ann")
-        nursery.start_soon(first_ann.run)
-        nursery.start_soon(session("ben").run)
+        first_ann = await join(nursery, "ann")
+        await join(nursery, "ben")
         await trio.testing.wait_all_tasks_blocked()
-        manager.apply(room, room.add_track(first_ann.sid, rtc.AddTrackRequest(cid="c")))
-        _, fx = room.track_live(first_ann.sid, cid="c")
+        manager.apply(room, room.add_track(first_ann, rtc.AddTrackRequest(cid="c")))
+        _, fx = room.track_live(first_ann, cid="c")
         manager.apply(room, fx)
         assert len(media.bound) == 1  # ben forwards ann's track
-        nursery.start_soon(session("ann").run)  # raised AssertionError in tracks_unpublished
+        await join(nursery, "ann")  # raised AssertionError in tracks_unpublished
         await trio.testing.wait_all_tasks_blocked()
-        assert first_ann.sid not in room.participants and not media.bound
+        assert first_ann not in room.participants and not media.bound
         room.check_invariants()
         nursery.cancel_scope.cancel()

@@ -16,9 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from livekit.protocol import models, rtc, webhook
 
-from pysfu.lifecycle import ParticipantEvent
-from pysfu.manager import JOIN_FAILURE_TIMEOUT_S, Outbox, RoomDefaults, RoomManager
-from pysfu.room import Room
+from pysfu import testing
+from pysfu.rtc.lifecycle import ParticipantEvent
+from pysfu.rtc.room import Room
+from pysfu.runtime.manager import ResumeRefused, RoomDefaults, RoomManager
+from pysfu.runtime.sessions import (
+    JOIN_FAILURE_TIMEOUT_S,
+    RESUME_WINDOW_S,
+    ParticipantSession,
+    SessionState,
+)
+from pysfu.testing import MemoryTransport
 
 Reason = models.DisconnectReason
 
@@ -71,16 +79,12 @@ def drain(events: trio.MemoryReceiveChannel[webhook.WebhookEvent]) -> list[str]:
 
 @attrs.define
 class FakeSession:
-    """Stands in for a signaling session: registers an outbox with the manager and
-    records what it is sent until the manager ends it."""
+    """A participant over the server's own join choreography (pysfu.testing.join) and
+    an in-memory signal connection; records what it is sent until its session ends."""
 
-    sid: str = ""
-    received: list[rtc.SignalResponse] = attrs.field(factory=list)
-    close_reason: int | None = None
+    transport: MemoryTransport = attrs.field(factory=MemoryTransport)
+    session: ParticipantSession | None = None
     ended: trio.Event = attrs.field(factory=trio.Event)
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    watch_liveness: bool = False
-    outbox: Outbox | None = None
 
     async def run(
         self,
@@ -90,33 +94,34 @@ class FakeSession:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        p, fx = room.join(identity=identity, now=manager.now())
-        self.sid = p.sid
-        with (
-            self.scope,
-            manager.register_session(
-                room, p.sid, self.scope, watch_liveness=self.watch_liveness
-            ) as (outbox, inbox),
-        ):
-            self.outbox = outbox
-            manager.apply(room, fx)
+        async with trio.open_nursery() as nursery:
+            self.session = await nursery.start(
+                testing.join, manager, testing.claims_for(identity, room.name), self.transport
+            )
             task_status.started()
-            async for msg in inbox:
-                if msg is None:
-                    break
-                self.received.append(msg)
-            self.close_reason = outbox.close_reason
         self.ended.set()
 
+    @property
+    def sid(self) -> str:
+        assert self.session is not None
+        return self.session.sid
+
+    @property
+    def received(self) -> list[rtc.SignalResponse]:
+        return self.transport.received
+
+    @property
+    def close_reason(self) -> int | None:
+        return self.session.close_reason if self.session is not None else None
+
     async def keep_talking(self, until: float) -> None:
-        """Stamp ``last_seen`` every 5 s until ``until``, as the reader does per frame."""
+        """Ping every 5 s until ``until``, as SDKs do."""
         while trio.current_time() < until:
-            assert self.outbox is not None
-            self.outbox.last_seen = trio.current_time()
+            self.transport.send_request(rtc.SignalRequest(ping=1))
             await trio.sleep(5)
 
     def kinds(self) -> list[str | None]:
-        return [m.WhichOneof("message") for m in self.received]
+        return self.transport.kinds()
 
     def leave(self) -> rtc.LeaveRequest:
         leaves = [m.leave for m in self.received if m.HasField("leave")]
@@ -332,7 +337,7 @@ async def test_session_ending_on_its_own_starts_departure_timeout(
         alice = FakeSession()
         await nursery.start(alice.run, manager, room, "alice")
         await sleep_until(5)
-        alice.scope.cancel()  # its socket closed
+        alice.transport.hang_up()  # its socket closed (media never connected)
         await sleep_until(6)
         assert alice.ended.is_set() and not room.participants
         await sleep_until(24.9)
@@ -345,35 +350,81 @@ async def test_session_ending_on_its_own_starts_departure_timeout(
 
 
 @pytest.mark.trio
-async def test_silent_session_is_removed_after_the_ping_timeout(autojump_clock: object) -> None:
+async def test_ping_timeout_drops_the_connection_not_the_participant(
+    autojump_clock: object,
+) -> None:
+    # Clients that ping are held to the ping timeout; clients that never ping are not
+    # (server-sdk-go). A connection dropped for silence leaves a participant with media
+    # waiting RESUME_WINDOW_S for its client; one without media goes at once.
     async with running() as manager, trio.open_nursery() as nursery:
         timeout = manager.server.ping_timeout_s
         room = manager.create_room("r")
-        silent, talking = FakeSession(watch_liveness=True), FakeSession(watch_liveness=True)
-        unwatched = FakeSession()
-        for session, name in ((silent, "silent"), (talking, "talking"), (unwatched, "other")):
+        never, stops, active = FakeSession(), FakeSession(), FakeSession()
+        for session, name in ((never, "never"), (stops, "stops"), (active, "active")):
             await nursery.start(session.run, manager, room, name)
-        nursery.start_soon(talking.keep_talking, 100)
-        await sleep_until(timeout)
-        assert silent.sid in room.participants  # not silent for *more* than the timeout yet
-        await sleep_until(timeout + 2)
-        assert silent.ended.is_set() and silent.sid not in room.participants
-        assert silent.leave().reason == Reason.CONNECTION_TIMEOUT
-        assert silent.close_reason == Reason.CONNECTION_TIMEOUT
-        await sleep_until(100 + timeout - 5)
-        assert talking.sid in room.participants and unwatched.sid in room.participants
-        await sleep_until(100 + timeout + 2)
-        assert talking.leave().reason == Reason.CONNECTION_TIMEOUT
-        assert unwatched.sid in room.participants  # only watched sessions time out
+        manager.apply(room, room.transition(active.sid, ParticipantEvent.TRANSPORT_CONNECTED))
+        nursery.start_soon(stops.keep_talking, 100)
+        nursery.start_soon(active.keep_talking, 100)
+        last_ping = 95  # every 5 s while the clock is below 100
+        await sleep_until(last_ping + timeout - 1)
+        assert {never.sid, stops.sid, active.sid} <= set(room.participants)
+        await sleep_until(last_ping + timeout + 2)
+        assert never.sid in room.participants  # silence alone removes nobody
+        assert stops.sid not in room.participants and stops.transport.closed
+        assert stops.close_reason == Reason.SIGNAL_CLOSE
+        assert active.sid in room.participants and active.transport.closed
+        await sleep_until(last_ping + timeout + RESUME_WINDOW_S + 3)
+        assert active.sid not in room.participants
+        assert active.close_reason == Reason.SIGNAL_CLOSE
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_resume_keeps_the_participant_and_what_was_sent_meanwhile(
+    autojump_clock: object,
+) -> None:
+    async with running() as manager, trio.open_nursery() as nursery:
+        room = manager.create_room("r")
+        alice, bob = FakeSession(), FakeSession()
+        await nursery.start(alice.run, manager, room, "alice")
+        await nursery.start(bob.run, manager, room, "bob")
+        manager.apply(room, room.transition(alice.sid, ParticipantEvent.TRANSPORT_CONNECTED))
+        alice.transport.hang_up()
+        await sleep_until(2)
+        assert alice.session is not None and alice.session.state is SessionState.DETACHED
+        assert alice.sid in room.participants
+        manager.apply(room, room.set_metadata("while away"))
+        again = MemoryTransport()
+        await nursery.start(
+            testing.resume, manager, testing.claims_for("alice", "r"), alice.sid, again
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        kinds = again.kinds()
+        assert kinds[0] == "reconnect" and "join" not in kinds
+        updates = [m.room_update.room for m in again.received if m.HasField("room_update")]
+        assert updates[0].metadata == "while away"
+        assert alice.sid in room.participants
+        assert not [
+            m
+            for m in bob.received
+            if m.HasField("update")
+            and any(
+                p.identity == "alice" and p.state == models.ParticipantInfo.State.DISCONNECTED
+                for p in m.update.participants
+            )
+        ]
+        # Someone else's token never continues alice's session.
+        with pytest.raises(ResumeRefused):
+            manager.resume(testing.claims_for("bob", "r"), alice.sid)
         nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio
 async def test_media_never_connecting_is_a_join_failure(autojump_clock: object) -> None:
     async with running() as manager, trio.open_nursery() as nursery:
-        manager.media = Mock()
+        manager.media = Mock(connected=True)
         room = manager.create_room("r")
-        stuck, connected = FakeSession(watch_liveness=True), FakeSession(watch_liveness=True)
+        stuck, connected = FakeSession(), FakeSession()
         await nursery.start(stuck.run, manager, room, "stuck")
         await nursery.start(connected.run, manager, room, "connected")
         manager.apply(room, room.transition(connected.sid, ParticipantEvent.TRANSPORT_CONNECTED))

@@ -15,8 +15,8 @@ from hypothesis.stateful import (
 )
 from livekit.protocol import models, rtc
 
-from pysfu.lifecycle import ParticipantEvent, ParticipantState
-from pysfu.room import Effects, Room
+from pysfu.rtc.lifecycle import ParticipantEvent, ParticipantState
+from pysfu.rtc.room import Effects, Room
 
 IDENTITIES = st.sampled_from(["ann", "ben", "cat", "dan"])
 CIDS = st.sampled_from(["c1", "c2", "c3"])
@@ -250,7 +250,7 @@ def test_revoking_publish_permission_unpublishes() -> None:
 
 
 def test_publications_per_participant_are_capped() -> None:
-    from pysfu.room import MAX_PUBLICATIONS
+    from pysfu.rtc.room import MAX_PUBLICATIONS
 
     room = Room(name="r", created_at=0.0)
     a, _ = room.join(identity="a", now=0)
@@ -268,7 +268,7 @@ def test_publications_per_participant_are_capped() -> None:
 
 
 def test_oversized_metadata_is_refused_and_changes_nothing() -> None:
-    from pysfu.room import MAX_METADATA_BYTES
+    from pysfu.rtc.room import MAX_METADATA_BYTES
 
     room = Room(name="r", created_at=0.0)
     perm = models.ParticipantPermission(can_update_metadata=True, can_publish=True)

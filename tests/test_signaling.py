@@ -15,7 +15,7 @@ from livekit.protocol import models, rtc
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from pysfu.auth import VideoGrant, mint_token
-from pysfu.room import Effects
+from pysfu.rtc.room import Effects
 
 from .conftest import API_KEY, API_SECRET, RunningServer
 from .signal_client import SignalClient, connect
@@ -136,18 +136,24 @@ async def test_socket_drop_is_noticed(server: RunningServer) -> None:
         assert gone.identity == "bob"
 
 
-async def test_client_that_stops_pinging_times_out(server: RunningServer) -> None:
+async def _short_ping_timeout(server: RunningServer) -> None:
     # The server has no setting for the ping timeout (15 s, as LiveKit); shorten it here
     # before anyone joins so the test stays fast. JoinResponses then announce 1 s.
     manager = server.server.manager
     identity = attrs.evolve(manager.server, ping_timeout_s=1)
     await server.acall(setattr, manager, "server", identity)
 
-    async def keep_pinging(client: SignalClient) -> None:
-        while True:
-            await client.send(rtc.SignalRequest(ping=int(time.time() * 1000)))
-            await trio.sleep(0.2)
 
+async def _keep_pinging(client: SignalClient) -> None:
+    while True:
+        await client.send(rtc.SignalRequest(ping=int(time.time() * 1000)))
+        await trio.sleep(0.2)
+
+
+async def test_client_that_never_pings_is_kept(server: RunningServer) -> None:
+    # server-sdk-go clients send no signal-level pings (they rely on WebSocket
+    # ping/pong): silence alone must not remove anyone, as with the reference.
+    await _short_ping_timeout(server)
     async with (
         connect(server.url, server.token_for("alice")) as ws_a,
         connect(server.url, server.token_for("bob")) as ws_b,
@@ -156,12 +162,29 @@ async def test_client_that_stops_pinging_times_out(server: RunningServer) -> Non
         assert (await alice.expect("join")).join.ping_timeout == 1
         await bob.expect("join")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_pinging, bob)  # alice says nothing after joining
-            leave = (await alice.expect("leave")).leave
-            assert leave.reason == Reason.CONNECTION_TIMEOUT
-            assert leave.action == rtc.LeaveRequest.Action.DISCONNECT
+            nursery.start_soon(_keep_pinging, bob)  # alice says nothing after joining
+            await trio.sleep(3.5)
+            room = await server.acall(server.server.room, "room1")
+            assert sorted(p.identity for p in room.participants.values()) == ["alice", "bob"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_client_that_stops_pinging_loses_its_connection(server: RunningServer) -> None:
+    # A client that pings is held to the ping timeout: its connection is dropped.
+    # Having never connected media it has nothing to resume, so it goes (SIGNAL_CLOSE).
+    await _short_ping_timeout(server)
+    async with (
+        connect(server.url, server.token_for("alice")) as ws_a,
+        connect(server.url, server.token_for("bob")) as ws_b,
+    ):
+        alice, bob = SignalClient(ws_a), SignalClient(ws_b)
+        await alice.expect("join")
+        await bob.expect("join")
+        await alice.send(rtc.SignalRequest(ping=1))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep_pinging, bob)
             gone = await bob.expect_update("alice", lambda p: p.state == State.DISCONNECTED)
-            assert gone.disconnect_reason == Reason.CONNECTION_TIMEOUT
+            assert gone.disconnect_reason == Reason.SIGNAL_CLOSE
             await trio.sleep(1.5)  # longer than the timeout: bob's pings keep him in
             room = await server.acall(server.server.room, "room1")
             assert [p.identity for p in room.participants.values()] == ["bob"]

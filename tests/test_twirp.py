@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 from pysfu.auth import VideoGrant, mint_token
 
-from .conftest import API_KEY, API_SECRET, RunningServer
+from .conftest import API_KEY, API_SECRET, RunningServer, make_config
 from .signal_client import signal_url
 
 pytestmark = pytest.mark.asyncio
@@ -329,15 +329,16 @@ async def test_mute_published_track(server: RunningServer) -> None:
         muted = await bob.expect_update("alice", lambda p: p.tracks and p.tracks[0].muted)
         assert muted.version > seen.version
 
-        resp = await lk.room.mute_published_track(
-            api.MuteRoomTrackRequest(
-                room="room1", identity="alice", track_sid=track.sid, muted=False
+        # Privacy default of the reference: the API cannot re-open a microphone.
+        with pytest.raises(api.TwirpError) as refused:
+            await lk.room.mute_published_track(
+                api.MuteRoomTrackRequest(
+                    room="room1", identity="alice", track_sid=track.sid, muted=False
+                )
             )
-        )
-        assert not resp.track.muted
-        unmute = (await alice.expect("mute")).mute
-        assert unmute.sid == track.sid and not unmute.muted
-        await bob.expect_update("alice", lambda p: p.tracks and not p.tracks[0].muted)
+        assert refused.value.code == "failed_precondition"
+        room = server.call(server.server.room, "room1")
+        assert room.participant_by_identity("alice").publications[track.sid].info.muted
 
         with pytest.raises(api.TwirpError) as info:
             await lk.room.mute_published_track(
@@ -346,6 +347,27 @@ async def test_mute_published_track(server: RunningServer) -> None:
                 )
             )
         assert info.value.code == "not_found"
+
+
+@pytest.mark.parametrize("server_config", [make_config(enable_remote_unmute=True)])
+async def test_remote_unmute_when_the_config_enables_it(server: RunningServer) -> None:
+    async with (
+        lkapi(server) as lk,
+        joined(server, "alice") as (alice, _),
+        joined(server, "bob") as (bob, _),
+    ):
+        track = await publish(server, alice, "alice")
+        await bob.expect_update("alice", lambda p: len(p.tracks) == 1)
+        for muted in (True, False):
+            resp = await lk.room.mute_published_track(
+                api.MuteRoomTrackRequest(
+                    room="room1", identity="alice", track_sid=track.sid, muted=muted
+                )
+            )
+            assert resp.track.muted is muted
+            mute = (await alice.expect("mute")).mute
+            assert mute.sid == track.sid and mute.muted is muted
+        await bob.expect_update("alice", lambda p: p.tracks and not p.tracks[0].muted)
 
 
 async def test_update_participant_is_seen_by_everyone(server: RunningServer) -> None:

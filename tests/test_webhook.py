@@ -14,13 +14,8 @@ from livekit import api
 from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
-from pysfu.webhook import (
-    CONTENT_TYPE,
-    NullWebhookSink,
-    WebhookSender,
-    WebhookSink,
-    encode_event,
-)
+from pysfu.runtime.ports import NullWebhookSink, WebhookSink
+from pysfu.runtime.webhooks import CONTENT_TYPE, WebhookSender, encode_event
 
 KEY = "APIwebhook"
 SECRET = "webhook-secret-that-is-32-chars-or-more"

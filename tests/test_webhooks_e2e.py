@@ -16,7 +16,7 @@ from livekit.protocol import models, rtc
 from livekit.protocol.webhook import WebhookEvent
 
 from pysfu.config import Config
-from pysfu.lifecycle import ParticipantEvent
+from pysfu.rtc.lifecycle import ParticipantEvent
 
 from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 from .test_twirp import joined, lkapi, publish

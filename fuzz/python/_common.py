@@ -121,7 +121,7 @@ def capture_errors() -> ErrorLog:
 def deterministic_ids() -> Iterator[None]:
     """Server ids (RM_/PA_/TR_) from a counter instead of ``secrets``, so a crash input
     replays the same way and raw frames in the corpus can name tracks (TR_000000000003)."""
-    from pysfu import ids
+    from pysfu.rtc import ids
 
     counter = itertools.count(1)
     original = ids._suffix

@@ -20,7 +20,7 @@ from _common import capture_errors, instrumented, run
 with instrumented("pysfu", "yaml"):
     from pysfu import config as config_module
     from pysfu.config import ConfigError, load_config
-    from pysfu.room import Room
+    from pysfu.rtc.room import Room
 
 ERRORS = capture_errors()
 

@@ -1,5 +1,5 @@
 """Fuzz the HTTP/WebSocket front door: ASGI requests with fuzzed path, query string,
-headers and body through ``pysfu.http.App`` (token from the query or the
+headers and body through ``pysfu.api.http.App`` (token from the query or the
 ``Authorization`` header, join flags, ``/rtc/validate``, Twirp routing), and the v1
 routes: ``/rtc/v1`` with any ``join_request`` (base64, gzip, garbage) must be refused
 with 404 and ``/rtc/v1/validate`` must answer 404, since v1 is not implemented.
@@ -23,9 +23,9 @@ with instrumented("pysfu"):
     import trio.testing
     from livekit.protocol import rtc
 
+    from pysfu.api.http import App
     from pysfu.auth import VideoGrant, mint_token
-    from pysfu.http import App
-    from pysfu.manager import RoomManager
+    from pysfu.runtime.manager import RoomManager
 
 ERRORS = capture_errors()
 

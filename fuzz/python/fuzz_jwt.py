@@ -22,10 +22,10 @@ from typing import Any
 from _common import capture_errors, instrumented, run
 
 with instrumented("pysfu", "jwt"):
+    from pysfu.api.http import App, SignalRejected
+    from pysfu.api.twirp import TwirpError, TwirpService
     from pysfu.auth import TRACK_SOURCES, AuthError, Claims, verify_token
-    from pysfu.http import App, SignalRejected
-    from pysfu.manager import RoomManager
-    from pysfu.twirp import TwirpError, TwirpService
+    from pysfu.runtime.manager import RoomManager
 
 ERRORS = capture_errors()
 

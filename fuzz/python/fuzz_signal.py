@@ -1,5 +1,6 @@
 """Fuzz the signaling path: raw WebSocket frames and SignalRequest sequences from
-several participants, through ``SignalSession`` (decode, handle, writer, liveness) and
+several participants, through the server's join choreography and signal connections
+(``pysfu.testing.join``: decode, handle, writer, liveness, resume) and
 ``RoomManager`` into live rooms, with a mock clock and a recording media plane.
 
 One input is a small program of operations (join, raw frame, structured request,
@@ -19,7 +20,6 @@ is left behind (no leak). Run: ``python fuzz/python/fuzz_signal.py fuzz/corpus/s
 
 from __future__ import annotations
 
-import math
 import sys
 
 from _common import Provider, capture_errors, instrumented, run, run_trio
@@ -29,18 +29,21 @@ with instrumented("pysfu"):
     import trio.testing
     from livekit.protocol import models, rtc
 
-    import pysfu.manager
+    import pysfu.runtime.sessions
+    from pysfu import testing
     from pysfu.auth import Claims, VideoGrant
-    from pysfu.lifecycle import ParticipantEvent
-    from pysfu.manager import RoomManager
-    from pysfu.room import Binding, DataDelivery, Room
-    from pysfu.session import MAX_FRAME_BYTES, JoinParams, SignalSession
+    from pysfu.rtc.effects import Binding, DataDelivery, Mute
+    from pysfu.rtc.lifecycle import ParticipantEvent
+    from pysfu.rtc.room import Room
+    from pysfu.runtime.manager import JoinParams, ResumeRefused, RoomManager
+    from pysfu.runtime.sessions import ParticipantSession
+    from pysfu.signal.connection import MAX_FRAME_BYTES
 
 ERRORS = capture_errors()
 
 # A small outbox makes the "participant too slow, removed" path reachable in a few
 # operations; the logic does not depend on the size.
-pysfu.manager.OUTBOX_CAPACITY = 8
+pysfu.runtime.sessions.OUTBOX_CAPACITY = 8
 
 MAX_OPS = 48
 IDENTITIES = ["ann", "ben", "cat", "dan"]
@@ -53,35 +56,29 @@ class ClientError(AssertionError):
     pass
 
 
-class FakeTransport:
-    """The client end of one WebSocket: frames in, decoded SignalResponses out."""
+class FakeTransport(testing.MemoryTransport):
+    """The client end of one WebSocket: frames in, decoded SignalResponses out, each
+    checked as a client would see it."""
 
     def __init__(self, name: str) -> None:
+        super().__init__()
         self.name = name
-        self.to_server, self._from_client = trio.open_memory_channel[bytes | str](math.inf)
-        self.received: list[rtc.SignalResponse] = []
         self.versions: dict[str, int] = {}
         self.stalled = False
-        self.closed = False
         self.left = False
         self.hung_up = False
-
-    async def receive(self) -> bytes | str | None:
-        try:
-            return await self._from_client.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return None
+        self.resumed = False
 
     async def send(self, data: bytes) -> None:
-        if self.closed:
-            raise trio.ClosedResourceError("closed")
-        if self.stalled:  # a slow reader that never reads
+        if self.stalled and not self.closed:  # a slow reader that never reads
             await trio.sleep_forever()
-        msg = rtc.SignalResponse()
-        msg.ParseFromString(data)
+        await super().send(data)
+
+    def on_message(self, msg: rtc.SignalResponse) -> None:
         kind = msg.WhichOneof("message")
-        if not self.received and kind != "join":
-            raise ClientError(f"{self.name}: first message is {kind}, not join")
+        first = "reconnect" if self.resumed else "join"
+        if not self.received and kind not in (first, "leave"):
+            raise ClientError(f"{self.name}: first message is {kind}, not {first}")
         if self.left:
             raise ClientError(f"{self.name}: {kind} after leave")
         if kind == "leave":
@@ -94,21 +91,19 @@ class FakeTransport:
             if msg.join.ping_timeout <= 0 or msg.join.ping_interval <= 0:
                 raise ClientError("zero ping interval/timeout")
         for info in infos:
-            if info.version <= self.versions.get(info.sid, 0):
+            seen = self.versions.get(info.sid, 0)
+            # A resume restates everyone at their current version once.
+            if info.version < seen or (info.version == seen and not self.resumed):
                 raise ClientError(f"{self.name}: version of {info.sid} did not grow")
             self.versions[info.sid] = info.version
-        self.received.append(msg)
-
-    async def close(self, code: int = 1000) -> None:
-        self.closed = True
 
     def send_frame(self, frame: bytes | str) -> None:
         if not self.hung_up:
-            self.to_server.send_nowait(frame)
+            super().send_frame(frame)
 
     def hang_up(self) -> None:
         self.hung_up = True
-        self.to_server.close()
+        super().hang_up()
 
 
 class RecordingMedia:
@@ -134,7 +129,12 @@ class RecordingMedia:
     def trickle(self, sid: str, trickle: rtc.TrickleRequest) -> None:
         pass
 
-    def set_muted(self, track_sid: str, muted: bool) -> None:
+    connected = False
+
+    def resumed(self, sid: str, *, ice_restart: bool) -> None:
+        assert sid in self.joined, "resume of a participant the media plane never saw"
+
+    def apply_mutes(self, mutes: list[Mute]) -> None:
         pass
 
     def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
@@ -171,7 +171,7 @@ class Harness:
         self.manager = RoomManager()
         self.media = RecordingMedia()
         self.manager.media = self.media
-        self.clients: list[tuple[FakeTransport, SignalSession]] = []
+        self.clients: list[tuple[FakeTransport, ParticipantSession]] = []
         self.rooms_seen: list[Room] = []
 
     # ---- pools the fuzzer picks from ------------------------------------------------------
@@ -191,7 +191,7 @@ class Harness:
             return fdp.pick(tracks)
         return fdp.pick(["", "TR_000000000001", "TR_x", fdp.text(16)])
 
-    def pick_client(self) -> tuple[FakeTransport, SignalSession] | None:
+    def pick_client(self) -> tuple[FakeTransport, ParticipantSession] | None:
         return self.fdp.pick(self.clients)
 
     # ---- operations -------------------------------------------------------------------------
@@ -224,9 +224,30 @@ class Harness:
         if room not in self.rooms_seen:
             self.rooms_seen.append(room)
         transport = FakeTransport(f"{identity}#{len(self.clients)}")
-        session = SignalSession(self.manager, room, claims, params, transport)
+        session = await nursery.start(testing.join, self.manager, claims, transport, params)
         self.clients.append((transport, session))
-        nursery.start_soon(session.run)
+
+    async def resume(self, nursery: trio.Nursery, session: ParticipantSession) -> None:
+        """A new connection for an existing session: its own token, another identity's
+        token (must be refused), or a stale sid."""
+        fdp = self.fdp
+        identity = session.identity if fdp.bool() else fdp.pick(IDENTITIES)
+        sid = fdp.pick([session.sid, "", "PA_stale"])
+        claims = Claims(
+            api_key="k",
+            identity=identity,
+            video=VideoGrant(room_join=True, room=session.room_name),
+            expires_at=0,
+        )
+        transport = FakeTransport(f"{identity}~{len(self.clients)}")
+        transport.resumed = True
+        try:
+            resumed = await nursery.start(testing.resume, self.manager, claims, sid, transport)
+        except ResumeRefused:
+            return
+        # Only the session's own identity may continue it.
+        assert resumed.identity == identity, "a resume took over another identity's session"
+        self.clients.append((transport, resumed))
 
     def request(self, sid: str) -> rtc.SignalRequest:
         fdp = self.fdp
@@ -293,14 +314,20 @@ class Harness:
 
     async def step(self, nursery: trio.Nursery) -> None:
         fdp = self.fdp
-        op = fdp.int_in(0, 15)
+        op = fdp.int_in(0, 16)
         if op == 0 or not self.clients:
             await self.join(nursery)
             return
         client = self.pick_client()
         assert client is not None
         transport, session = client
-        room = session.room
+        if op == 16:
+            await self.resume(nursery, session)
+            return
+        found = self.manager.room(session.room_name)
+        if found is None:
+            return  # its room closed; only the check at the end still concerns it
+        room = found
         if op in (1, 2, 3, 4, 5):
             transport.send_frame(self.request(session.sid).SerializeToString())
         elif op == 6:  # raw bytes as a frame
@@ -409,7 +436,10 @@ async def _main(data: bytes) -> None:
                 transport.hang_up()
             with trio.fail_after(30):  # mock clock: only advances when jumped
                 await trio.testing.wait_all_tasks_blocked()
-                clock.jump(5)
+                # Participants with media wait out their resume window.
+                clock.jump(pysfu.runtime.sessions.RESUME_WINDOW_S + 2)
+                await trio.testing.wait_all_tasks_blocked()
+                clock.jump(2)
                 await trio.testing.wait_all_tasks_blocked()
         harness.check()
         harness.check_clean()

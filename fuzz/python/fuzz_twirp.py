@@ -19,9 +19,9 @@ with instrumented("pysfu", "google.protobuf"):
     import trio.testing
     from livekit.protocol import rtc
 
+    from pysfu.api.twirp import PREFIX, TwirpService
     from pysfu.auth import VideoGrant, mint_token
-    from pysfu.manager import RoomManager
-    from pysfu.twirp import PREFIX, TwirpService
+    from pysfu.runtime.manager import RoomManager
 
 ERRORS = capture_errors()
 

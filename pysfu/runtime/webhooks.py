@@ -29,7 +29,6 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import attrs
 import httpx
@@ -41,9 +40,7 @@ from pysfu.auth import mint_token
 
 __all__ = [
     "CONTENT_TYPE",
-    "NullWebhookSink",
     "WebhookSender",
-    "WebhookSink",
     "WebhookStatistics",
     "encode_event",
 ]
@@ -61,20 +58,6 @@ MAX_BACKOFF_S = 30.0
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LEN = 12
 """Random characters after ``EV_``, the length of livekit's GUIDs."""
-
-
-class WebhookSink(Protocol):
-    """Where room code hands webhook events."""
-
-    def send_nowait(self, event: WebhookEvent) -> None:
-        """Queue ``event`` for delivery; must neither block nor raise."""
-
-
-class NullWebhookSink:
-    """The sink used when no webhook URL is configured: events are discarded."""
-
-    def send_nowait(self, event: WebhookEvent) -> None:
-        """Discard ``event``."""
 
 
 @attrs.frozen

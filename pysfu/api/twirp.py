@@ -18,10 +18,10 @@ from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models
 from livekit.protocol import room as room_api
 
-from .auth import AuthError, Claims, bearer_from_header, verify_token
-from .errors import PysfuError
-from .manager import ParticipantNotFound, RoomManager, RoomNotFound
-from .room import METADATA_TOO_LARGE, Room
+from ..auth import AuthError, Claims, bearer_from_header, verify_token
+from ..errors import PysfuError
+from ..rtc.room import METADATA_TOO_LARGE, Room
+from ..runtime.manager import ParticipantNotFound, RoomManager, RoomNotFound
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _STATUS = {
     "not_found": 404,
     "bad_route": 404,
     "already_exists": 409,
+    "failed_precondition": 412,
     "internal": 500,
     "unimplemented": 501,
 }
@@ -202,9 +203,12 @@ class TwirpService:
         pub = room.participants[sid].publications.get(req.track_sid)
         if pub is None:
             raise TwirpError("not_found", f"track {req.track_sid!r} not found")
+        if not req.muted and pub.info.muted and not self.manager.policy.enable_remote_unmute:
+            # As the reference: an admin token must not re-open someone's microphone.
+            raise TwirpError(
+                "failed_precondition", "remote unmute not enabled (room.enable_remote_unmute)"
+            )
         self.manager.apply(room, room.set_muted(sid, req.track_sid, req.muted, by_server=True))
-        if self.manager.media is not None:
-            self.manager.media.set_muted(req.track_sid, req.muted)
         return room_api.MuteRoomTrackResponse(track=pub.info)
 
     def update_participant(self, req: room_api.UpdateParticipantRequest, claims: Claims) -> Message:
@@ -221,6 +225,8 @@ class TwirpService:
                 permission=req.permission if req.HasField("permission") else None,
             ),
         )
+        # Its next reconnect must present what the API set, not what its token said.
+        self.manager.refresh_token(room, sid)
         return room.participants[sid].info()
 
     def update_subscriptions(

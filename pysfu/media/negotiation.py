@@ -13,7 +13,7 @@ import enum
 
 import attrs
 
-from .errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
 
 
 class NegotiationState(enum.Enum):

@@ -22,9 +22,10 @@ from urllib.parse import parse_qs
 import trio
 from livekit.protocol import models, rtc
 
-from .auth import AuthError, Claims, bearer_from_header, verify_token
-from .manager import RoomManager
-from .session import MAX_FRAME_BYTES, JoinParams, SignalSession
+from ..auth import AuthError, Claims, bearer_from_header, verify_token
+from ..runtime.manager import JoinParams, JoinRefused, ResumeRefused, RoomManager
+from ..signal import connection
+from ..signal.connection import MAX_FRAME_BYTES
 from .twirp import TwirpService
 
 log = logging.getLogger(__name__)
@@ -125,14 +126,10 @@ class App:
             raise SignalRejected(401, "token names no room")
         if not claims.identity:
             raise SignalRejected(401, "token has no identity (sub)")
-        room = self.manager.room(claims.video.room)
-        if (
-            room is not None
-            and room.max_participants
-            and len(room.participants) >= room.max_participants
-            and room.participant_by_identity(claims.identity) is None
-        ):
-            raise SignalRejected(403, "room is full")
+        try:
+            self.manager.check_join(claims)
+        except JoinRefused as exc:
+            raise SignalRejected(exc.status, exc.message) from None
         return claims, query
 
     # ---- WebSocket ------------------------------------------------------------------------
@@ -153,17 +150,38 @@ class App:
             return
         params = JoinParams(
             auto_subscribe=_flag(query.get("auto_subscribe"), True),
-            reconnect=_flag(query.get("reconnect"), False),
-            participant_sid=query.get("sid", ""),
             protocol=_protocol(query.get("protocol")),
+            reconnect=_flag(query.get("reconnect"), False),
+            sid=query.get("sid", ""),
+            reconnect_reason=_protocol(query.get("reconnect_reason")),
         )
+        if params.reconnect:
+            await self._resume(scope, receive, send, claims, params)
+            return
+        try:
+            session = self.manager.join(claims, params)
+        except JoinRefused as exc:
+            await self._deny(scope, send, exc.status, exc.message)
+            return
+        await send({"type": "websocket.accept"})
+        await connection.serve(self.manager, session, AsgiTransport(receive, send))
+
+    async def _resume(
+        self, scope: Scope, receive: Receive, send: Send, claims: Claims, params: JoinParams
+    ) -> None:
+        """A client's signal came back (``reconnect=1&sid=...``): continue its session
+        if the token's holder owns it, else make it rejoin in full."""
         await send({"type": "websocket.accept"})
         transport = AsgiTransport(receive, send)
-        if params.reconnect:
-            # Resuming a session is not supported: make the client rejoin in full.
+        try:
+            session, first = self.manager.resume(
+                claims, params.sid, ice_restart=_ice_restart_asked(params)
+            )
+        except ResumeRefused as exc:
+            log.info("resume refused: %s", exc)
             leave = rtc.SignalResponse(
                 leave=rtc.LeaveRequest(
-                    can_reconnect=False,
+                    can_reconnect=True,
                     reason=models.DisconnectReason.STATE_MISMATCH,
                     action=rtc.LeaveRequest.Action.RECONNECT,
                 )
@@ -171,8 +189,7 @@ class App:
             await transport.send(leave.SerializeToString())
             await transport.close()
             return
-        room = self.manager.create_room(claims.video.room, **_room_options(claims))
-        await SignalSession(self.manager, room, claims, params, transport).run()
+        await connection.serve(self.manager, session, transport, first=first)
 
     async def _deny(self, scope: Scope, send: Send, status: int, message: str) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
@@ -225,25 +242,15 @@ class App:
             await respond(send, 404, b"not found")
 
 
-def _room_options(claims: Claims) -> dict[str, Any]:
-    """CreateRoom options a token's ``roomConfig`` carries (used when the join creates
-    the room; an existing room keeps its settings)."""
-    config = claims.room_config or {}
-    options: dict[str, Any] = {}
-    for key, name in (
-        ("emptyTimeout", "empty_timeout_s"),
-        ("departureTimeout", "departure_timeout_s"),
-    ):
-        value = config.get(key, config.get(name.removesuffix("_s")))
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            options[name] = float(value)
-    max_participants = config.get("maxParticipants", config.get("max_participants"))
-    if isinstance(max_participants, int) and not isinstance(max_participants, bool):
-        options["max_participants"] = max(0, max_participants)
-    metadata = config.get("metadata")
-    if isinstance(metadata, str):
-        options["metadata"] = metadata
-    return options
+def _ice_restart_asked(params: JoinParams) -> bool:
+    """Whether the client resumes because its media failed (then the subscriber side
+    needs new ICE credentials too), rather than only its signal."""
+    reasons = models.ReconnectReason
+    return params.reconnect_reason in (
+        reasons.RR_PUBLISHER_FAILED,
+        reasons.RR_SUBSCRIBER_FAILED,
+        reasons.RR_SWITCH_CANDIDATE,
+    )
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:

@@ -3,7 +3,8 @@
 Three inputs decide whether media should flow, each owned by someone else:
 
 - ``desired``: the subscriber wants it (auto-subscribe, UpdateSubscription, server API);
-- ``allowed``: permissions allow it (the subscriber's canSubscribe grant);
+- ``allowed``: the subscriber's own grant allows it (canSubscribe);
+- ``permitted``: the publisher's subscription permissions allow this subscriber;
 - ``available``: the publication is live (media arrived) and not being torn down.
 
 ``bound`` is what the media plane was last told. ``reconcile`` compares wanted with
@@ -29,13 +30,14 @@ class Subscription:
     track_sid: str
     desired: bool = False
     allowed: bool = True
+    permitted: bool = True
     available: bool = False
     bound: bool = False
     """Invariant: bound implies the last reconcile saw desired, allowed and available."""
 
     @property
     def wanted(self) -> bool:
-        return self.desired and self.allowed and self.available
+        return self.desired and self.allowed and self.permitted and self.available
 
     def reconcile(self) -> SubscriptionAction | None:
         if self.wanted and not self.bound:

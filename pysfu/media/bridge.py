@@ -22,12 +22,13 @@ import trio
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from . import _core
-from .errors import RemoteProtocolError
-from .lifecycle import ParticipantEvent
-from .manager import RoomManager
+from .. import _core
+from ..errors import RemoteProtocolError
+from ..rtc.effects import Binding, DataDelivery, Mute
+from ..rtc.lifecycle import ParticipantEvent
+from ..rtc.room import Room
+from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
-from .room import Binding, DataDelivery, Room
 from .sdp import media_sections
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 Target = rtc.SignalTarget
 
 _MID_RE = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+
+MAX_CANDIDATE_BYTES = 4096
+"""Longest trickle candidateInit JSON accepted; real ones are ~200 bytes."""
 
 MAX_DATA_PACKET_BYTES = 64 * 1024
 """Larger DataPackets are dropped: SCTP messages from the SDKs stay below 64 KiB."""
@@ -68,7 +72,6 @@ class _ParticipantMedia:
     msid_tracks: dict[str, str] = attrs.field(factory=dict)
     """Track sid -> msid track id of its m-section in the publisher's offer (the cid,
     unless the client announced another id)."""
-    connected: bool = False
     has_publisher_peer: bool = False
     """The publisher PeerConnection exists in the engine. It is made on the client's
     first publisher offer (or candidate), not at join: most participants only
@@ -76,7 +79,9 @@ class _ParticipantMedia:
 
 
 class EngineMediaPlane:
-    """Implements ``manager.MediaPlane`` on top of the Rust engine."""
+    """Implements the runtime's ``MediaPlane`` port on top of the Rust engine."""
+
+    connected = True
 
     def __init__(self, manager: RoomManager, engine: _core.MediaEngine) -> None:
         self.manager = manager
@@ -92,7 +97,13 @@ class EngineMediaPlane:
         try:
             while True:
                 await trio.lowlevel.wait_readable(fd)
-                for event in self.engine.drain_events():
+                try:
+                    events = self.engine.drain_events()
+                except Exception:
+                    # Not one event may end the pump (and the server with it).
+                    log.exception("engine events could not be read")
+                    continue
+                for event in events:
                     try:
                         self._on_event(event)
                     except Exception:
@@ -122,6 +133,13 @@ class EngineMediaPlane:
         pm = self._participants.get(sid)
         if pm is not None and pm.negotiator.offer_id == 0:
             self._renegotiate(sid)
+
+    def resumed(self, sid: str, *, ice_restart: bool) -> None:
+        """The client's signal is back. Offers made while it was away wait in its
+        session and follow the ReconnectResponse; nothing else to redo while the
+        engine kept its peers."""
+        if sid in self._participants:
+            log.debug("%s resumed (ice restart asked: %s)", sid, ice_restart)
 
     def participant_removed(self, sid: str) -> None:
         pm = self._participants.pop(sid, None)
@@ -188,11 +206,17 @@ class EngineMediaPlane:
         pm = self._participants.get(sid)
         if pm is None:
             return
+        if len(trickle.candidateInit) > MAX_CANDIDATE_BYTES:
+            log.warning("%s: oversized trickle candidate ignored", sid)
+            return
         try:
             init = json.loads(trickle.candidateInit)
             candidate = init.get("candidate", "") if isinstance(init, dict) else ""
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: deeply nested JSON, which json.loads does not bound.
             log.warning("%s: undecodable trickle candidate ignored", sid)
+            return
+        if not isinstance(candidate, str):
             return
         if not candidate:
             return  # end-of-candidates
@@ -204,11 +228,12 @@ class EngineMediaPlane:
         except _core.MediaError as exc:
             log.debug("%s: candidate ignored: %s", sid, exc)
 
-    def set_muted(self, track_sid: str, muted: bool) -> None:
-        try:
-            self.engine.set_muted(track_sid, muted)
-        except _core.MediaError:
-            log.debug("mute of unbound track %s ignored", track_sid)
+    def apply_mutes(self, mutes: list[Mute]) -> None:
+        for m in mutes:
+            try:
+                self.engine.set_muted(m.track_sid, m.muted)
+            except _core.MediaError:
+                log.debug("mute of unbound track %s ignored", m.track_sid)
 
     def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
         if sid not in self._participants:
@@ -314,7 +339,9 @@ class EngineMediaPlane:
             self.manager.apply(room, room.transition(sid, ParticipantEvent.TRANSPORT_CONNECTED))
         elif isinstance(event, _core.PeerClosed):
             log.info("%s: %s peer closed (%s)", sid, "sub" if is_sub else "pub", event.reason)
-            self.manager.remove(room, sid, models.DisconnectReason.MEDIA_FAILURE)
+            # Not a removal yet: a client that leaves closes its DTLS right after its
+            # LeaveRequest, which may arrive second (it must read CLIENT_INITIATED).
+            self.manager.media_failed(sid)
         elif isinstance(event, _core.TrackArrived):
             self._track_arrived(pm, event)
         elif isinstance(event, _core.DataReceived):

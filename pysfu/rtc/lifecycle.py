@@ -13,7 +13,7 @@ import enum
 
 from livekit.protocol import models
 
-from .errors import LocalProtocolError
+from ..errors import LocalProtocolError
 
 
 class ParticipantState(enum.IntEnum):

@@ -24,8 +24,9 @@ from typing import Any
 import attrs
 from livekit.protocol import models, rtc, webhook
 
+from ..errors import LocalProtocolError
 from . import ids
-from .errors import LocalProtocolError
+from .effects import Binding, DataDelivery, Effects, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
 from .subscription import Subscription, SubscriptionAction
 
@@ -59,53 +60,6 @@ def _refusal(reason: rtc.RequestResponse.Reason, message: str, **echo: Any) -> r
     )
 
 
-@attrs.frozen
-class Binding:
-    """A subscription the media plane must start (``bind``) or stop forwarding."""
-
-    subscriber_sid: str
-    publisher_sid: str
-    track_sid: str
-    bind: bool
-
-
-@attrs.frozen
-class DataDelivery:
-    """A DataPacket (already rewritten for the receiver side) for one participant."""
-
-    participant_sid: str
-    packet: models.DataPacket
-    reliable: bool
-
-
-@attrs.define
-class Effects:
-    """What a transition asks the outside world to do, in order."""
-
-    messages: list[tuple[str, rtc.SignalResponse]] = attrs.field(factory=list)
-    """Signal messages per participant sid, in the order they must be sent."""
-    closes: list[tuple[str, DisconnectReason]] = attrs.field(factory=list)
-    """Sessions to end after their queued messages, with a DisconnectReason."""
-    bindings: list[Binding] = attrs.field(factory=list)
-    data: list[DataDelivery] = attrs.field(factory=list)
-    unpublished: list[str] = attrs.field(factory=list)
-    """Track sids whose media the media plane must stop accepting."""
-    events: list[webhook.WebhookEvent] = attrs.field(factory=list)
-    room_closed: bool = False
-
-    def send(self, sid: str, msg: rtc.SignalResponse) -> None:
-        self.messages.append((sid, msg))
-
-    def extend(self, other: Effects) -> None:
-        self.messages.extend(other.messages)
-        self.closes.extend(other.closes)
-        self.bindings.extend(other.bindings)
-        self.data.extend(other.data)
-        self.unpublished.extend(other.unpublished)
-        self.events.extend(other.events)
-        self.room_closed = self.room_closed or other.room_closed
-
-
 @attrs.define(eq=False)
 class Publication:
     """A published track. ``live`` becomes true when its media reaches the server;
@@ -115,6 +69,8 @@ class Publication:
     cid: str
     publisher_sid: str
     live: bool = False
+    announced_subscribed: bool = False
+    """TrackSubscribed went to the publisher (once per publication)."""
 
     @property
     def sid(self) -> str:
@@ -134,13 +90,29 @@ class Participant:
     auto_subscribe: bool = True
     state: ParticipantState = ParticipantState.JOINING
     version: int = 0
-    client_protocol: int = 0
     disconnect_reason: DisconnectReason = DisconnectReason.UNKNOWN_REASON
     publications: dict[str, Publication] = attrs.field(factory=dict)
     """By track sid, in publish order."""
     seen_through: int = 0
     """Room version of its JoinResponse: every other participant's info up to this
     version reached it there, so a batched update need not repeat it."""
+    last_reliable_seq: int = 0
+    """Highest ``sequence`` of a reliable DataPacket it sent: a resuming client resends
+    what followed, and the server drops what it already forwarded."""
+    subscription_permission: rtc.SubscriptionPermission | None = None
+    """Who may subscribe to its tracks (None: everyone, the default)."""
+
+    def permits(self, subscriber: Participant, track_sid: str) -> bool:
+        """Whether this publisher's subscription permissions let ``subscriber`` have
+        ``track_sid`` (a publisher's own choice, apart from the subscriber's grants)."""
+        perm = self.subscription_permission
+        if perm is None or perm.all_participants:
+            return True
+        return any(
+            (tp.participant_sid == subscriber.sid or tp.participant_identity == subscriber.identity)
+            and (tp.all_tracks or track_sid in tp.track_sids)
+            for tp in perm.track_permissions
+        )
 
     @property
     def hidden(self) -> bool:
@@ -247,6 +219,15 @@ class Room:
         largest = max(len(name.encode()), len(metadata.encode()), attributes_size)
         return largest <= MAX_METADATA_BYTES
 
+    def is_full_for(self, identity: str) -> bool:
+        """Whether a join by ``identity`` exceeds ``max_participants`` (a join that
+        replaces the same identity never does)."""
+        return bool(
+            self.max_participants
+            and len(self.participants) >= self.max_participants
+            and self.participant_by_identity(identity) is None
+        )
+
     def find_publication(self, track_sid: str) -> Publication | None:
         for p in self.participants.values():
             pub = p.publications.get(track_sid)
@@ -272,7 +253,9 @@ class Room:
             pub = self.find_publication(track_sid)
             assert pub is not None, "subscription to a track that is not published"
             if sub.bound:
-                assert pub.live and sub.allowed and sub.desired
+                assert pub.live and sub.allowed and sub.permitted and sub.desired
+            publisher = self.participants[pub.publisher_sid]
+            assert sub.permitted == publisher.permits(self.participants[sub_sid], track_sid)
 
     # ---- helpers ------------------------------------------------------------------
 
@@ -319,6 +302,22 @@ class Room:
             return
         pub = self.find_publication(sub.track_sid)
         publisher_sid = pub.publisher_sid if pub is not None else ""
+        subscriber = self.participants.get(sub.subscriber_sid)
+        if (
+            action is SubscriptionAction.BIND
+            and pub is not None
+            and not pub.announced_subscribed
+            and publisher_sid in self.participants
+            and subscriber is not None
+            and not subscriber.hidden
+        ):
+            # The publisher's SDK resolves wait_for_subscription() on this; the
+            # reference sends it once per track, for its first visible subscriber.
+            pub.announced_subscribed = True
+            fx.send(
+                publisher_sid,
+                rtc.SignalResponse(track_subscribed=rtc.TrackSubscribed(track_sid=sub.track_sid)),
+            )
         fx.bindings.append(
             Binding(
                 subscriber_sid=sub.subscriber_sid,
@@ -337,10 +336,15 @@ class Room:
                 track_sid=pub.sid,
                 desired=subscriber.auto_subscribe,
                 allowed=subscriber.permission.can_subscribe,
+                permitted=self._permitted(subscriber, pub),
                 available=pub.live,
             )
             self.subscriptions[key] = sub
         return sub
+
+    def _permitted(self, subscriber: Participant, pub: Publication) -> bool:
+        publisher = self.participants.get(pub.publisher_sid)
+        return publisher is None or publisher.permits(subscriber, pub.sid)
 
     def _drop_publication(self, fx: Effects, pub: Publication) -> None:
         for key in [k for k in self.subscriptions if k[1] == pub.sid]:
@@ -361,7 +365,6 @@ class Room:
         kind: models.ParticipantInfo.Kind = models.ParticipantInfo.Kind.STANDARD,
         permission: models.ParticipantPermission | None = None,
         auto_subscribe: bool = True,
-        client_protocol: int = 0,
     ) -> tuple[Participant, Effects]:
         """Add a participant. The first message queued for it is its JoinResponse.
         An existing participant with the same identity is removed first
@@ -386,7 +389,6 @@ class Room:
             permission=permission,
             joined_at=self.wall_clock(),
             auto_subscribe=auto_subscribe,
-            client_protocol=client_protocol,
         )
         self._bump(p)
         others = [o for o in self.participants.values() if not o.hidden]
@@ -441,16 +443,7 @@ class Room:
         del self.by_identity[p.identity]
         self._batched.pop(sid, None)
         if reason != DisconnectReason.CLIENT_INITIATED:
-            fx.send(
-                sid,
-                rtc.SignalResponse(
-                    leave=rtc.LeaveRequest(
-                        reason=reason,
-                        action=rtc.LeaveRequest.Action.DISCONNECT,
-                        can_reconnect=False,
-                    )
-                ),
-            )
+            fx.send(sid, rtc.SignalResponse(leave=leave_request(reason)))
         fx.closes.append((sid, reason))
         if not p.hidden:
             for other in self.participants.values():
@@ -580,6 +573,7 @@ class Room:
         if p is None or pub is None or pub.info.muted == muted:
             return fx
         pub.info.muted = muted
+        fx.mutes.append(Mute(track_sid, muted))
         if by_server:
             fx.send(sid, rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted)))
         self._bump(p)
@@ -608,6 +602,16 @@ class Room:
                 attributes=dict(req.attributes) or None,
             )
         )
+        if req.request_id:
+            # SDKs wait for this (5 s otherwise) before set_metadata() returns.
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        request_id=req.request_id, reason=rtc.RequestResponse.Reason.OK
+                    )
+                ),
+            )
         return fx
 
     def update_participant(
@@ -654,9 +658,11 @@ class Room:
         track_sids: Iterable[str],
         subscribe: bool,
         participant_tracks: Iterable[models.ParticipantTracks] = (),
+        quiet: bool = False,
     ) -> Effects:
         """Selective subscription. Unknown tracks get SubscriptionResponse
-        SE_TRACK_NOTFOUND instead of being remembered."""
+        SE_TRACK_NOTFOUND instead of being remembered (``quiet``: ignored, as for a
+        resuming client's statement of what it had)."""
         fx = Effects()
         p = self.participants.get(sid)
         if p is None:
@@ -667,6 +673,8 @@ class Room:
         for track_sid in dict.fromkeys(wanted):
             pub = self.find_publication(track_sid)
             if pub is None or pub.publisher_sid == sid:
+                if quiet:
+                    continue
                 fx.send(
                     sid,
                     rtc.SignalResponse(
@@ -679,6 +687,50 @@ class Room:
             sub = self._subscription(p, pub)
             sub.desired = subscribe
             self._reconcile(fx, sub)
+        return fx
+
+    def state_update(self, sid: str) -> Effects:
+        """Everything ``sid`` must know after a gap in its signal: every visible
+        participant (itself included) and the room, in one update each."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        infos = [p.info(only_live=False)]
+        infos += [o.info() for o in self.participants.values() if o.sid != sid and not o.hidden]
+        fx.send(sid, _update(infos))
+        fx.send(sid, rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.info())))
+        return fx
+
+    def set_subscription_permission(self, sid: str, perm: rtc.SubscriptionPermission) -> Effects:
+        """A publisher says who may subscribe to its tracks. Media stops at once to
+        subscribers no longer permitted (and resumes when permitted again); each
+        subscriber that wants the track is told (SubscriptionPermissionUpdate)."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        stored = rtc.SubscriptionPermission()
+        stored.CopyFrom(perm)
+        p.subscription_permission = stored
+        for (sub_sid, track_sid), sub in self.subscriptions.items():
+            if track_sid not in p.publications:
+                continue
+            subscriber = self.participants[sub_sid]
+            permitted = p.permits(subscriber, track_sid)
+            if permitted == sub.permitted:
+                continue
+            sub.permitted = permitted
+            self._reconcile(fx, sub)
+            if sub.desired:
+                fx.send(
+                    sub_sid,
+                    rtc.SignalResponse(
+                        subscription_permission_update=rtc.SubscriptionPermissionUpdate(
+                            participant_sid=sid, track_sid=track_sid, allowed=permitted
+                        )
+                    ),
+                )
         return fx
 
     def route_data(
@@ -695,6 +747,11 @@ class Room:
             sender = self.participants.get(sender_sid)
             if sender is None or not sender.permission.can_publish_data:
                 return fx
+            if reliable and packet.sequence:
+                # A resumed client resends what it is not sure arrived: forward once.
+                if packet.sequence <= sender.last_reliable_seq:
+                    return fx
+                sender.last_reliable_seq = packet.sequence
             out.participant_identity = sender.identity
             out.participant_sid = sender.sid
             if out.HasField("user"):
@@ -757,6 +814,30 @@ class Room:
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")
+
+
+_RECONNECT_REASONS = frozenset(
+    {
+        DisconnectReason.MEDIA_FAILURE,
+        DisconnectReason.SIGNAL_CLOSE,
+        DisconnectReason.CONNECTION_TIMEOUT,
+        DisconnectReason.JOIN_FAILURE,
+        DisconnectReason.STATE_MISMATCH,
+    }
+)
+"""Removals the client did not ask for and may undo by joining again: its SDK is told
+to reconnect in full rather than to give up (as the reference does on failures)."""
+
+
+def leave_request(reason: DisconnectReason) -> rtc.LeaveRequest:
+    """The LeaveRequest telling a removed participant why, and what its SDK should do."""
+    if reason in _RECONNECT_REASONS:
+        return rtc.LeaveRequest(
+            reason=reason, action=rtc.LeaveRequest.Action.RECONNECT, can_reconnect=True
+        )
+    return rtc.LeaveRequest(
+        reason=reason, action=rtc.LeaveRequest.Action.DISCONNECT, can_reconnect=False
+    )
 
 
 def _update(infos: list[models.ParticipantInfo]) -> rtc.SignalResponse:

@@ -1,0 +1,1 @@
+"""HTTP surfaces: the ASGI routes and the Twirp server API."""

@@ -1,0 +1,1 @@
+"""The media plane: the bridge from rooms to the Rust engine (``pysfu._core``)."""

@@ -1,0 +1,1 @@
+"""The client wire: signal connections (WebSocket, protocol v0) attaching to sessions."""
