@@ -36,6 +36,7 @@ class Watcher:
             "track_unmuted",
             "data_received",
             "participant_metadata_changed",
+            "transcription_received",
             "disconnected",
         ]
         for name in names:

@@ -17,6 +17,7 @@ Invariants (checked by ``check_invariants`` in the property tests):
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -45,6 +46,19 @@ in the spirit of livekit-server's limit.max_metadata_size."""
 
 
 METADATA_TOO_LARGE = f"metadata, name or attributes over {MAX_METADATA_BYTES} bytes"
+
+MAX_NAME_BYTES = 256
+"""Longest track name, client track id (cid) or stream name accepted (UTF-8 bytes), as
+the reference's ``limit`` defaults for names: 64 names of 900 kB once pinned 55 MB
+per participant."""
+
+MAX_TRACKS_PER_REQUEST = 1024
+"""Track sids one UpdateSubscription may name; the rest are ignored. A request naming
+30,000 unknown sids once queued an error per sid and stalled the control plane."""
+
+MAX_ERRORS_PER_REQUEST = 16
+"""SubscriptionResponse errors one request may cause; further unknown sids are
+ignored without an answer (the reference answers none at once)."""
 
 NOT_ALLOWED = rtc.RequestResponse.Reason.NOT_ALLOWED
 LIMIT_EXCEEDED = rtc.RequestResponse.Reason.LIMIT_EXCEEDED
@@ -480,6 +494,11 @@ class Room:
         if not p.permission.can_publish or not _source_allowed(p.permission, req.source):
             fx.send(sid, _refusal(NOT_ALLOWED, "not allowed to publish this source", add_track=req))
             return fx
+        longest = max(len(req.name.encode()), len(req.cid.encode()), len(req.stream.encode()))
+        if longest > MAX_NAME_BYTES:
+            message = f"track name, cid or stream over {MAX_NAME_BYTES} bytes"
+            fx.send(sid, _refusal(LIMIT_EXCEEDED, message, add_track=req))
+            return fx
         pub = p.publication_by_cid(req.cid)
         if pub is None and len(p.publications) >= MAX_PUBLICATIONS:
             message = f"at most {MAX_PUBLICATIONS} tracks per participant"
@@ -501,6 +520,8 @@ class Room:
                 disable_red=req.disable_red,
                 encryption=req.encryption,
                 stream=req.stream,
+                audio_features=req.audio_features,
+                backup_codec_policy=req.backup_codec_policy,
             )
             pub = Publication(info=info, cid=req.cid, publisher_sid=sid)
             p.publications[info.sid] = pub
@@ -667,13 +688,16 @@ class Room:
         p = self.participants.get(sid)
         if p is None:
             return fx
-        wanted = list(track_sids)
+        wanted = list(itertools.islice(track_sids, MAX_TRACKS_PER_REQUEST))
         for pt in participant_tracks:
-            wanted.extend(pt.track_sids)
+            room_left = max(0, MAX_TRACKS_PER_REQUEST - len(wanted))
+            wanted.extend(itertools.islice(pt.track_sids, room_left))
+        errors = 0
         for track_sid in dict.fromkeys(wanted):
             pub = self.find_publication(track_sid)
             if pub is None or pub.publisher_sid == sid:
-                if quiet:
+                errors += 1
+                if quiet or errors > MAX_ERRORS_PER_REQUEST:
                     continue
                 fx.send(
                     sid,
@@ -752,11 +776,17 @@ class Room:
                 if packet.sequence <= sender.last_reliable_seq:
                     return fx
                 sender.last_reliable_seq = packet.sequence
-            out.participant_identity = sender.identity
-            out.participant_sid = sender.sid
+            if out.HasField("transcription") and not _may_transcribe(sender, out.transcription):
+                # Every SDK shows a transcription as the named participant's speech:
+                # only agents may speak for others (as the reference), anyone for itself.
+                return fx
+            # A hidden participant stays hidden in what it sends (as the reference).
+            identity, psid = ("", "") if sender.hidden else (sender.identity, sender.sid)
+            out.participant_identity = identity
+            out.participant_sid = psid
             if out.HasField("user"):
-                out.user.participant_identity = sender.identity
-                out.user.participant_sid = sender.sid
+                out.user.participant_identity = identity
+                out.user.participant_sid = psid
         destinations = set(out.destination_identities)
         if out.HasField("user"):
             destinations.update(out.user.destination_identities)
@@ -814,6 +844,17 @@ class Room:
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")
+
+
+def _may_transcribe(sender: Participant, transcription: models.Transcription) -> bool:
+    # The Rust SDK (and so the Python one) aborts its process on a track id that is
+    # not a track sid: such a packet would crash every Python receiver.
+    if not transcription.track_id.startswith("TR_"):
+        return False
+    return (
+        sender.kind == models.ParticipantInfo.Kind.AGENT
+        or transcription.transcribed_participant_identity in ("", sender.identity)
+    )
 
 
 _RECONNECT_REASONS = frozenset(
