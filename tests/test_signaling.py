@@ -17,7 +17,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from pysfu.auth import VideoGrant, mint_token
 from pysfu.rtc.room import Effects
 
-from .conftest import API_KEY, API_SECRET, RunningServer
+from .conftest import API_KEY, API_SECRET, RunningServer, make_config
 from .signal_client import SignalClient, connect
 
 pytestmark = pytest.mark.trio
@@ -443,3 +443,19 @@ async def test_clients_closing_while_the_server_sends_do_not_stop_it(
     async with connect(server.url, server.token_for("alice")) as ws:
         assert (await SignalClient(ws).recv()).HasField("join")
     assert "error" not in server.box
+
+
+@pytest.mark.parametrize("server_config", [make_config(auto_create=False)])
+async def test_joins_do_not_create_rooms_when_auto_create_is_off(server: RunningServer) -> None:
+    token = server.token_for("alice", "not-yet")
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{server.http_url}/rtc/validate", params={"access_token": token})
+    assert resp.status_code == 404 and "requested room does not exist" in resp.text
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(server.url, token):
+            pass
+    assert info.value.status_code == 404
+    assert await server.acall(server.server.room, "not-yet") is None
+    await server.acall(server.server.create_room, "not-yet")
+    async with connect(server.url, token) as ws:
+        assert (await SignalClient(ws).expect("join")).join.room.name == "not-yet"

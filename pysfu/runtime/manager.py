@@ -257,7 +257,8 @@ class RoomManager:
         room = self.room(room_name)
         if room is None:
             if not self.policy.auto_create:
-                raise JoinRefused(404, f"room {room_name!r} does not exist")
+                # The reference's words: the JS SDK reads them as "not allowed".
+                raise JoinRefused(404, "requested room does not exist")
             room = self.create_room(room_name, **room_options(claims))
         if room.is_full_for(claims.identity):
             raise JoinRefused(403, "room is full")
@@ -291,7 +292,7 @@ class RoomManager:
         ``/rtc/validate``, which must answer what the WebSocket would)."""
         room = self.room(claims.video.room)
         if room is None and not self.policy.auto_create:
-            raise JoinRefused(404, f"room {claims.video.room!r} does not exist")
+            raise JoinRefused(404, "requested room does not exist")
         if room is not None and room.is_full_for(claims.identity):
             raise JoinRefused(403, "room is full")
 
