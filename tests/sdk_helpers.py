@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,48 +23,79 @@ TONE_HZ = 440.0
 class Watcher:
     """Collects every Room event so a test can wait for one matching a predicate."""
 
+    NAMES = (
+        "participant_connected",
+        "participant_disconnected",
+        "track_published",
+        "track_unpublished",
+        "track_subscribed",
+        "track_unsubscribed",
+        "track_subscription_failed",
+        "track_muted",
+        "track_unmuted",
+        "data_received",
+        "participant_metadata_changed",
+        "participant_name_changed",
+        "participant_attributes_changed",
+        "participant_permissions_changed",
+        "local_track_subscribed",
+        "local_track_republished",
+        "reconnecting",
+        "reconnected",
+        "token_refreshed",
+        "transcription_received",
+        "disconnected",
+    )
+
     def __init__(self, room: rtc.Room) -> None:
         self.room = room
         self.seen: list[tuple[str, tuple[Any, ...]]] = []
+        self.times: list[float] = []
+        """``time.monotonic()`` of each entry of ``seen``."""
         self._changed = asyncio.Event()
-        names = [
-            "participant_connected",
-            "participant_disconnected",
-            "track_published",
-            "track_unpublished",
-            "track_subscribed",
-            "track_unsubscribed",
-            "track_muted",
-            "track_unmuted",
-            "data_received",
-            "participant_metadata_changed",
-            "transcription_received",
-            "disconnected",
-        ]
-        for name in names:
+        for name in self.NAMES:
             room.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Callable[..., None]:
         def record(*args: Any) -> None:
             self.seen.append((name, args))
+            self.times.append(time.monotonic())
             self._changed.set()
 
         return record
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+    def count(self, name: str, pred: Callable[..., bool] = lambda *a: True) -> int:
+        return sum(1 for seen_name, args in self.seen if seen_name == name and pred(*args))
+
+    def time_of(self, name: str, pred: Callable[..., bool] = lambda *a: True) -> float:
+        """When the first ``name`` event matching ``pred`` arrived (it must have)."""
+        for (seen_name, args), at in zip(self.seen, self.times, strict=True):
+            if seen_name == name and pred(*args):
+                return at
+        raise AssertionError(f"no {name} event; saw {self.names()}")
 
     async def wait_for(
         self, name: str, pred: Callable[..., bool] = lambda *a: True, timeout: float = 15
     ) -> tuple[Any, ...]:
         """Args of the first ``name`` event (past or future) matching ``pred``."""
-        async with asyncio.timeout(timeout):
-            index = 0
-            while True:
-                while index < len(self.seen):
-                    seen_name, args = self.seen[index]
-                    index += 1
-                    if seen_name == name and pred(*args):
-                        return args
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                index = 0
+                while True:
+                    while index < len(self.seen):
+                        seen_name, args = self.seen[index]
+                        index += 1
+                        if seen_name == name and pred(*args):
+                            return args
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"no matching {name} event within {timeout} s; saw {self.names()}"
+            ) from None
 
 
 async def join(
@@ -71,13 +104,15 @@ async def join(
     *,
     room: str = "room1",
     auto_subscribe: bool = True,
+    token: str | None = None,
     **grant: Any,
 ) -> tuple[rtc.Room, Watcher]:
+    """Connect ``identity`` (with ``token``, or one for ``room`` with ``grant``)."""
     r = rtc.Room()
     watcher = Watcher(r)
     await r.connect(
         server.url,
-        server.token_for(identity, room, **grant),
+        token or server.token_for(identity, room, **grant),
         rtc.RoomOptions(auto_subscribe=auto_subscribe, connect_timeout=15),
     )
     return r, watcher
@@ -92,6 +127,23 @@ async def connected(
         yield r, w
     finally:
         await r.disconnect()
+
+
+async def simulate_signal_reconnect(room: rtc.Room, watcher: Watcher, timeout: float = 20) -> None:
+    """Drop the room's signal WebSocket with the SDK's own chaos hook
+    (SIMULATE_SIGNAL_RECONNECT) and wait until the SDK says it is back; fails at once
+    if the SDK gives up instead."""
+    before = (watcher.count("reconnected"), watcher.count("disconnected"))
+    await room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT)
+    async with asyncio.timeout(timeout):
+        while (watcher.count("reconnected"), watcher.count("disconnected")) == before:
+            await asyncio.sleep(0.02)
+    if watcher.count("disconnected") > before[1]:
+        (reason,) = next(a for n, a in reversed(watcher.seen) if n == "disconnected")
+        raise AssertionError(
+            f"the SDK gave up reconnecting: disconnected, reason "
+            f"{rtc.DisconnectReason.Name(reason)}; events {watcher.names()}"
+        )
 
 
 class ToneSource:
@@ -173,20 +225,45 @@ def tone_ratio(samples: np.ndarray, freq: float = TONE_HZ) -> float:
     return float(spectrum[band].sum() / spectrum.sum())
 
 
+LOUD_RMS = 2000.0
+"""A frame louder than this carries the tone (sent at RMS ~11600); the receiver's packet
+loss concealment fades below it within a few frames of the packets stopping."""
+
+
 class AudioProbe:
-    """Reads a remote audio track and keeps the last half second of samples."""
+    """Reads a remote audio track, keeps the last half second of samples, and notes when
+    each loud frame arrived (to measure gaps in what a listener hears)."""
 
     def __init__(self, track: rtc.Track) -> None:
+        self.track = track
         self.stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
         self.frames = 0
         self.recent: list[np.ndarray] = []
+        self.loud_at: list[float] = []
+        """``time.monotonic()`` of every frame louder than :data:`LOUD_RMS`."""
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for event in self.stream:
             self.frames += 1
-            self.recent.append(np.frombuffer(event.frame.data, dtype=np.int16).copy())
+            samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
+            self.recent.append(samples)
             del self.recent[:-50]
+            if math.sqrt(float(np.mean(samples.astype(np.float64) ** 2))) > LOUD_RMS:
+                self.loud_at.append(time.monotonic())
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest stretch of ``[start, end]`` (monotonic times) without sound; a
+        track that went quiet for good counts until ``end``."""
+        marks = [start, *(t for t in self.loud_at if start < t < end), end]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
+    async def sound_after(self, start: float, timeout: float = 15) -> float:
+        """Seconds from ``start`` until the first loud frame after it."""
+        async with asyncio.timeout(timeout):
+            while not self.loud_at or self.loud_at[-1] <= start:
+                await asyncio.sleep(0.01)
+        return next(t for t in self.loud_at if t > start) - start
 
     def tone(self) -> float:
         if len(self.recent) < 20:

@@ -4,16 +4,12 @@ real server on loopback: what two people using the SDK see and hear."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
-import textwrap
 
 import pytest
 from livekit import rtc
 
+from .client_process import python_client
 from .conftest import RunningServer
 from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
@@ -215,39 +211,18 @@ async def test_three_participants_publish_and_subscribe(server: RunningServer) -
             await tone.aclose()
 
 
-_KILLABLE_CLIENT = textwrap.dedent(
-    """
-    import asyncio, sys
-    from livekit import rtc
-    async def main():
-        room = rtc.Room()
-        await room.connect(sys.argv[1], sys.argv[2])
-        print("connected", flush=True)
-        await asyncio.sleep(3600)
-    asyncio.run(main())
-    """
-)
-
-
 async def test_killed_client_is_cleaned_up(server: RunningServer) -> None:
-    async with connected(server, "bob") as (_, bob_w):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _KILLABLE_CLIENT, server.url, server.token_for("victim")],
-            stdout=subprocess.PIPE,
-            text=True,
+    async with (
+        connected(server, "bob") as (_, bob_w),
+        python_client(server.url, server.token_for("victim"), "victim") as victim,
+    ):
+        await victim.wait_event("connected")
+        await bob_w.wait_for("participant_connected", lambda p: p.identity == "victim")
+        victim.proc.kill()
+        # Within the ping timeout (15 s), plus margin for a loaded CI machine.
+        await bob_w.wait_for(
+            "participant_disconnected", lambda p: p.identity == "victim", timeout=25
         )
-        try:
-            line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
-            assert line.strip() == "connected"
-            await bob_w.wait_for("participant_connected", lambda p: p.identity == "victim")
-            os.kill(proc.pid, signal.SIGKILL)
-            # Within the ping timeout (15 s), plus margin for a loaded CI machine.
-            await bob_w.wait_for(
-                "participant_disconnected", lambda p: p.identity == "victim", timeout=25
-            )
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 async def test_garbage_udp_does_not_disturb_sessions(server: RunningServer) -> None:

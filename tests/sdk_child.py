@@ -1,0 +1,57 @@
+"""A Python SDK participant in a process of its own, so that a test can freeze it
+(SIGSTOP, as a sleeping laptop) or kill it. Run by :func:`tests.client_process.python_client`:
+
+    python -m tests.sdk_child URL TOKEN [--tone]
+
+It prints one JSON line per event on stdout (``connected`` with its sid, ``published``
+with its track's sid, then room events) and stays until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from livekit import rtc
+
+from .sdk_helpers import ToneSource
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("token")
+    parser.add_argument("--tone", action="store_true", help="publish a 440 Hz microphone")
+    args = parser.parse_args()
+
+    room = rtc.Room()
+    room.on(
+        "participant_connected",
+        lambda p: emit("participant_connected", identity=p.identity, sid=p.sid),
+    )
+    room.on(
+        "participant_disconnected",
+        lambda p: emit("participant_disconnected", identity=p.identity, sid=p.sid),
+    )
+    room.on("reconnecting", lambda: emit("reconnecting"))
+    room.on("reconnected", lambda: emit("reconnected"))
+    room.on("disconnected", lambda reason: emit("disconnected", reason=int(reason)))
+    await room.connect(args.url, args.token, rtc.RoomOptions(connect_timeout=15))
+    me = room.local_participant
+    emit("connected", identity=me.identity, sid=me.sid)
+    tone = ToneSource()  # held here: its feeding task lives as long as the process
+    if args.tone:
+        publication = await tone.publish(room)
+        emit("published", track_sid=publication.sid)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
