@@ -119,6 +119,11 @@ class RoomPolicy:
     """The server API may unmute a participant's track (off, as the reference: an
     admin token must not re-open someone's microphone)."""
 
+    def may_create(self, claims: Claims) -> bool:
+        """Whether a join with ``claims`` may create the room it names: always with
+        auto_create, else only with the roomCreate grant (as the reference)."""
+        return self.auto_create or claims.video.room_create
+
 
 class RoomManager:
     """Registry of live rooms and sessions; every room mutation goes through
@@ -256,7 +261,7 @@ class RoomManager:
         room_name = claims.video.room
         room = self.room(room_name)
         if room is None:
-            if not self.policy.auto_create:
+            if not self.policy.may_create(claims):
                 # The reference's words: the JS SDK reads them as "not allowed".
                 raise JoinRefused(404, "requested room does not exist")
             room = self.create_room(room_name, **room_options(claims))
@@ -291,7 +296,7 @@ class RoomManager:
         """Raise JoinRefused for a join that :meth:`join` would refuse (for
         ``/rtc/validate``, which must answer what the WebSocket would)."""
         room = self.room(claims.video.room)
-        if room is None and not self.policy.auto_create:
+        if room is None and not self.policy.may_create(claims):
             raise JoinRefused(404, "requested room does not exist")
         if room is not None and room.is_full_for(claims.identity):
             raise JoinRefused(403, "room is full")
