@@ -132,6 +132,11 @@ HARNESS_JS = r"""
       .on(E.DataReceived, (payload, p, kind, topic) => push('data_received', {
         identity: p && p.identity, text: dec.decode(payload), kind, topic,
       }))
+      .on(E.TrackSubscriptionPermissionChanged, (pub, status, p) => push(
+        'track_subscription_permission_changed', { ...trackInfo(pub, p), status }))
+      .on(E.SignalReconnecting, () => push('signal_reconnecting'))
+      .on(E.Reconnecting, () => push('reconnecting'))
+      .on(E.Reconnected, () => push('reconnected'))
       .on(E.Disconnected, (reason) => push('disconnected', { reason }));
     room.registerTextStreamHandler('lk.chat', async (reader, { identity }) => {
       push('text_received', { identity, topic: 'lk.chat', text: await reader.readAll() });
@@ -184,6 +189,14 @@ HARNESS_JS = r"""
   h.sendText = async (text, topic) => {
     await h.room.localParticipant.sendText(text, { topic });
   };
+  // Drop the signal WebSocket (livekit-client's own chaos hook) and, while it is down,
+  // send a reliable message.
+  h.signalReconnectSending = async (text, topic) => {
+    const dropped = h.room.simulateScenario('signal-reconnect');
+    await h.room.localParticipant.publishData(enc.encode(text), { reliable: true, topic });
+    await dropped;
+  };
+  h.localSid = () => h.room.localParticipant.sid;
   h.disconnect = async () => { if (h.room) await h.room.disconnect(); };
   h.remoteIdentities = () => h.room ? [...h.room.remoteParticipants.keys()] : [];
 

@@ -21,6 +21,8 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 GO_CLIENT_SOURCE = TESTS / "go"
+GO_FALLBACKS = ("/usr/local/go/bin/go",)
+"""Where Go's own installer puts it, for shells whose PATH was not extended."""
 GO_BUILD_TIMEOUT_S = 900  # a fresh machine downloads server-sdk-go and pion first
 
 Event = dict[str, Any]
@@ -129,7 +131,7 @@ def python_client(url: str, token: str, name: str, *, tone: bool = False) -> Any
 def build_go_client(out_dir: Path) -> Path:
     """Build ``tests/go`` (server-sdk-go) into ``out_dir``; fails the test, saying why,
     when Go is missing or the build fails. Modules come from the Go module proxy."""
-    go = shutil.which("go")
+    go = shutil.which("go") or next((g for g in GO_FALLBACKS if Path(g).exists()), None)
     if go is None:
         pytest.fail(
             "the Go toolchain is needed to build the server-sdk-go test client "

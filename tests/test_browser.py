@@ -413,3 +413,67 @@ async def test_no_demo_routes_without_dev() -> None:
             assert (await http.get("/")).text == "OK"
     finally:
         await asyncio.to_thread(stop_server, running)
+
+
+async def test_browser_signal_reconnect_resumes_unnoticed(
+    server: RunningServer, browser: Browser
+) -> None:
+    """livekit-client's ``simulateScenario('signal-reconnect')`` resumes the session
+    (Reconnected without a full Reconnecting), the Python SDK participant sees nothing,
+    and a reliable message sent while the signal was down arrives exactly once."""
+    web = await new_participant(browser, server, "web")
+    await web.join(server)
+    async with connected(server, "py") as (py, py_w):
+        await web.call("setEnabled", "microphone", True)
+        await py_w.wait_for("track_subscribed", lambda t, pub, p: p.identity == "web")
+        sid = await web.call("localSid")
+        await web.call("signalReconnectSending", "sent in the gap", "gap")
+        await web.wait_event("reconnected")
+        await py_w.wait_for("data_received", lambda p: p.topic == "gap")
+        await asyncio.sleep(1.5)  # a duplicate would follow by now
+        names = [e["name"] for e in await web.events()]
+        assert "reconnecting" not in names, f"a full reconnect: {names}"
+        assert "participant_disconnected" not in names
+        assert await web.call("localSid") == sid
+        assert py.remote_participants["web"].sid == sid
+        left = ("participant_disconnected", "track_unpublished", "track_unsubscribed")
+        assert not [n for n in py_w.names() if n in left], py_w.names()
+        got = [a[0].data for n, a in py_w.seen if n == "data_received" and a[0].topic == "gap"]
+        assert got == [b"sent in the gap"]
+    await web.call("disconnect")
+
+
+async def test_browser_is_told_when_a_track_is_forbidden(
+    server: RunningServer, browser: Browser
+) -> None:
+    """A Python SDK publisher forbids its track to everyone: the browser subscriber is
+    told (TrackSubscriptionPermissionChanged, not_allowed) and its audio stops; allowed
+    again, it is told and the audio flows."""
+    tone = ToneSource()
+    web = await new_participant(browser, server, "web")
+    await web.join(server)
+    async with connected(server, "py") as (py, _):
+        await tone.publish(py)
+        await web.wait_state("audioState", "py", audio_flowing)
+        py.local_participant.set_track_subscription_permissions(allow_all_participants=False)
+        told = await web.wait_event("track_subscription_permission_changed", timeout=10)
+        assert (told["identity"], told["status"]) == ("py", "not_allowed")
+        await asyncio.sleep(1)  # in flight when forbidden
+        before = await web.call("audioState", "py")
+        await asyncio.sleep(1.5)
+        after = await web.call("audioState", "py")
+        assert after is None or before is None or after["packets"] == before["packets"], (
+            f"audio still reaches a forbidden subscriber: {before} -> {after}"
+        )
+        py.local_participant.set_track_subscription_permissions(allow_all_participants=True)
+        await web.wait_event(
+            "track_subscription_permission_changed", lambda e: e["status"] == "allowed"
+        )
+        start = await web.call("audioState", "py")
+        await web.wait_state(
+            "audioState",
+            "py",
+            lambda s: audio_flowing(s) and s["packets"] > (start or {"packets": 0})["packets"],
+        )
+        await tone.aclose()
+    await web.call("disconnect")
