@@ -121,7 +121,9 @@ class _Reader:
             )
             room = self.manager.room_of(session)
             if room is None:
-                return  # the participant is gone; its LeaveRequest is on its way
+                # The participant is gone: the writer flushes its LeaveRequest, then
+                # closes; until then frames are read and ignored.
+                continue
             if req is None:
                 if self.bad_frames > MAX_BAD_FRAMES:
                     self.manager.remove(room, session.sid, DisconnectReason.STATE_MISMATCH)
