@@ -29,7 +29,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
-from livekit.protocol import models, webhook
+from livekit.protocol import agent_dispatch, models, webhook
 
 from . import _core
 from .api import _hypercorn_fix
@@ -37,7 +37,9 @@ from .api.http import App
 from .config import Config
 from .demo import demo_routes
 from .media.bridge import EngineMediaPlane
+from .rtc.dispatch import Worker
 from .rtc.room import Room, ServerIdentity
+from .runtime.agents import AgentRuntime
 from .runtime.manager import RoomDefaults, RoomManager, RoomPolicy
 from .runtime.ports import NullWebhookSink, WebhookSink
 from .runtime.webhooks import WebhookSender
@@ -107,9 +109,15 @@ class Server:
                 enable_remote_unmute=config.enable_remote_unmute,
             ),
         )
+        self.agents = AgentRuntime(self.manager, config.keys, server_version=VERSION)
+        """Agent workers, dispatches and jobs (see the agent methods below)."""
+        self.manager.room_created_hooks.append(self.agents.room_created)
         # --dev also serves the demo page and its token endpoint at /demo/ (see README).
         self.app = App(
-            self.manager, config.keys, extra_routes=demo_routes(config.keys) if config.dev else None
+            self.manager,
+            config.keys,
+            extra_routes=demo_routes(config.keys) if config.dev else None,
+            agents=self.agents,
         )
         self.port: int = config.port
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
@@ -159,6 +167,7 @@ class Server:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.media.run)
             await nursery.start(self.manager.run)
+            await nursery.start(self.agents.run)
             if isinstance(self.webhooks, WebhookSender):
                 await nursery.start(self.webhooks.run)
             binds: list[str] = await nursery.start(
@@ -215,6 +224,12 @@ class Server:
 
         with server.events() as events:
             async for event in events: ...
+
+        Agent dispatch shows here as ``WebhookEvent`` values too, with their ``job``
+        field set (job, dispatch, worker, agent identity, status): ``agent_job_assigned``,
+        ``agent_job_migrated``, ``agent_job_ended``. They only occur where agent workers
+        are registered; consumers that pick events by name are unaffected, and the type
+        of the stream is unchanged.
         """
         with self.manager.events() as receive:
             yield receive
@@ -230,3 +245,31 @@ class Server:
     def remove_participant(self, room: str, identity: str) -> None:
         r, sid = self.manager.participant(room, identity)
         self.manager.remove(r, sid, models.DisconnectReason.PARTICIPANT_REMOVED)
+
+    # ---- agents -----------------------------------------------------------------------------
+
+    def agent_workers(self) -> list[Worker]:
+        """Registered agent workers: ``id``, ``agent_name``, ``job_type``, ``status``,
+        ``load``, ``jobs`` (read-only)."""
+        return self.agents.workers()
+
+    def create_dispatch(
+        self,
+        room: str,
+        agent_name: str,
+        *,
+        metadata: str = "",
+        attributes: dict[str, str] | None = None,
+    ) -> agent_dispatch.AgentDispatch:
+        """As Twirp CreateDispatch: send ``agent_name`` to ``room`` (created if needed)."""
+        return self.agents.create_dispatch(
+            room, agent_name, metadata=metadata, attributes=attributes
+        )
+
+    def delete_dispatch(self, room: str, dispatch_id: str) -> agent_dispatch.AgentDispatch:
+        """As Twirp DeleteDispatch: the dispatch's agents are told to leave."""
+        return self.agents.delete_dispatch(room, dispatch_id)
+
+    def list_dispatches(self, room: str) -> list[agent_dispatch.AgentDispatch]:
+        """As Twirp ListDispatch: the room's dispatches with their jobs' states."""
+        return self.agents.list_dispatches(room)

@@ -440,8 +440,43 @@ def http_seeds() -> dict[str, bytes]:
     }
 
 
+def agent_seeds() -> dict[str, bytes]:
+    """Programs for fuzz_agent (one byte per choice): the main loop's op bytes, then the
+    frames a worker reads while the loop waits (see FuzzTransport.frame)."""
+    open_room = [1, 0]  # op 1, room r0
+    worker = [0, 3]  # op 0, budget 4 frames
+    register = [2, 0, 0, 0]  # register JT_ROOM, unnamed, default permissions
+    accept = [3, 1, 0, 0, 1, 0, 0]  # availability: first job, identity agent-a
+    ping = [7, 0, 1]
+    done = [5, 1, 0, 2, 0]  # update_job: first job, JS_SUCCESS
+    jump = [7, 2]  # time passes 11 s
+    lost = [3, 1, 0, 0, 1, 0, 0, 8, 1, 1, 0]  # accept, then migrate the job
+    join_agent = [3, 0, 1, 1]  # op 3: r0, identity agent-a, kind AGENT
+    dispatch = [5, 0, 1]  # op 5: r0, agent "bot"
+    named = [2, 0, 1, 0]  # register JT_ROOM for "bot"
+    return {
+        "assign_and_finish": bytes(open_room + worker + register + accept + ping + done + jump),
+        "orphan_and_migrate": bytes(
+            open_room
+            + worker
+            + register
+            + lost
+            + join_agent
+            + worker
+            + register
+            + [8, 1, 0]
+            + jump
+            + jump
+        ),
+        "named_dispatch": bytes(open_room + dispatch + worker + named + accept + [6, 0] + jump),
+        "reregister_and_garbage": bytes(worker + register + register + [0, 5, 1, 2, 3, 4, 5]),
+        "timeouts": bytes(open_room + worker + register + [6, 1, 0, 1] + jump + [7, 3] + jump),
+    }
+
+
 def main() -> None:
     for target, seeds in {
+        "agent": agent_seeds(),
         "signal": signal_seeds(),
         "jwt": jwt_seeds(),
         "twirp": twirp_seeds(),

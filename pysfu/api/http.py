@@ -10,6 +10,8 @@ Routes (as the reference server; clients depend on exact paths):
                                   the upgrade's status)
 - ``GET /rtc/v1/validate``        404 while v1 is not implemented
 - ``POST /twirp/livekit.RoomService/<Method>``   server API
+- ``WS  /agent``                  agent workers (livekit-agents), see api/agent_ws.py
+- ``POST /twirp/livekit.AgentDispatchService/<Method>``   agent dispatch API
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ import trio
 from livekit.protocol import models, rtc
 
 from ..auth import AuthError, Claims, bearer_from_header, verify_token
+from ..runtime.agents import AgentRuntime
 from ..runtime.manager import JoinParams, JoinRefused, ResumeRefused, RoomManager
 from ..signal import connection
 from ..signal.connection import MAX_FRAME_BYTES
+from .agent_dispatch import SERVICE as AGENT_DISPATCH_SERVICE
+from .agent_dispatch import AgentDispatchService
+from .agent_ws import PATH as AGENT_PATH
+from .agent_ws import WorkerSocketRejected, authorize_worker
 from .twirp import TwirpService
 
 log = logging.getLogger(__name__)
@@ -83,11 +90,16 @@ class App:
         keys: Mapping[str, str],
         *,
         extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]] | None = None,
+        agents: AgentRuntime | None = None,
     ) -> None:
         self.manager = manager
         self.keys = keys
         self.twirp = TwirpService(manager, keys)
         self.extra_routes = dict(extra_routes or {})
+        self.agents = agents
+        if agents is not None:
+            service = AgentDispatchService(agents)
+            self.twirp.add_service(AGENT_DISPATCH_SERVICE, service.methods())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -139,6 +151,9 @@ class App:
         if msg["type"] != "websocket.connect":
             return
         path = scope["path"].rstrip("/") or "/"
+        if path == AGENT_PATH and self.agents is not None:
+            await self._agent_socket(scope, receive, send)
+            return
         if path != "/rtc":
             # /rtc/v1 (single PC) lands here on purpose: 404 makes SDKs fall back.
             await self._deny(scope, send, 404, "not found")
@@ -190,6 +205,17 @@ class App:
             await transport.close()
             return
         await connection.serve(self.manager, session, transport, first=first)
+
+    async def _agent_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An agent worker (livekit-agents) connecting; see pysfu/api/agent_ws.py."""
+        assert self.agents is not None
+        try:
+            claims = authorize_worker(_headers(scope), _query(scope), self.keys)
+        except WorkerSocketRejected as exc:
+            await self._deny(scope, send, exc.status, exc.message)
+            return
+        await send({"type": "websocket.accept"})
+        await self.agents.serve_worker(AsgiTransport(receive, send), claims)
 
     async def _deny(self, scope: Scope, send: Send, status: int, message: str) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):

@@ -83,6 +83,17 @@ class TwirpService:
                 room_api.UpdateRoomMetadataRequest, self.update_room_metadata
             ),
         }
+        self.routes: dict[str, _Method] = {PREFIX + n: m for n, m in self.methods.items()}
+
+    def add_service(
+        self,
+        service: str,
+        methods: Mapping[str, tuple[type[Message], Callable[[Any, Claims], Message]]],
+    ) -> None:
+        """Serve another Twirp service (``livekit.AgentDispatchService``) with the same
+        decoding, authentication and errors; handlers raise :class:`TwirpError`."""
+        for name, (request, handler) in methods.items():
+            self.routes[f"/twirp/{service}/{name}"] = _Method(request, handler)
 
     async def handle(
         self, path: str, headers: Mapping[str, str], body: bytes
@@ -97,9 +108,7 @@ class TwirpService:
             return TwirpError("internal", "internal server error").response()
 
     def _handle(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
-        if not path.startswith(PREFIX):
-            raise TwirpError("bad_route", f"no such service: {path}")
-        method = self.methods.get(path[len(PREFIX) :])
+        method = self.routes.get(path)
         if method is None:
             raise TwirpError("bad_route", f"no such method: {path}")
         token = bearer_from_header(headers.get("authorization"))
@@ -162,6 +171,7 @@ class TwirpService:
             departure_timeout_s=req.departure_timeout or None,
             max_participants=req.max_participants,
             metadata=req.metadata,
+            agents=list(req.agents) or None,
         )
         return room.info()
 

@@ -22,16 +22,17 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TypedDict
 
 import attrs
 import trio
-from livekit.protocol import models, rtc, webhook
+from livekit.protocol import agent_dispatch, models, rtc, webhook
 
 from ..auth import TRACK_SOURCES, Claims, VideoGrant, mint_token
 from ..errors import PysfuError
+from ..rtc.dispatch import agents_from_room_config
 from ..rtc.effects import Effects
 from ..rtc.lifecycle import ParticipantState
 from ..rtc.room import Participant, Room, ServerIdentity
@@ -153,6 +154,10 @@ class RoomManager:
         self._connections = 0
         self._queue: deque[tuple[Room, Effects]] = deque()
         self._observers: list[trio.MemorySendChannel[webhook.WebhookEvent]] = []
+        self.room_created_hooks: list[
+            Callable[[Room, Sequence[agent_dispatch.RoomAgentDispatch] | None], None]
+        ] = []
+        """Called with each new room and its configured agents (agent dispatch)."""
         self._nursery: trio.Nursery | None = None
         self._no_sessions = trio.Event()
         self._no_sessions.set()
@@ -202,9 +207,11 @@ class RoomManager:
         departure_timeout_s: float | None = None,
         max_participants: int = 0,
         metadata: str = "",
+        agents: Sequence[agent_dispatch.RoomAgentDispatch] | None = None,
     ) -> Room:
         """Return the room called ``name``, creating it if needed (CreateRoom is
-        idempotent in LiveKit; a second call does not change the timeouts)."""
+        idempotent in LiveKit; a second call does not change the timeouts). ``agents``
+        are the agents to dispatch to a new room (default: unnamed agents)."""
         handle = self._rooms.get(name)
         if handle is not None:
             return handle.room
@@ -230,6 +237,8 @@ class RoomManager:
         self._nursery.start_soon(self._room_lifetime, handle)
         self._emit(room.started_event())
         log.info("room %s created (%s)", name, room.sid)
+        for hook in self.room_created_hooks:
+            hook(room, agents)
         return room
 
     async def _room_lifetime(self, handle: _RoomHandle) -> None:
@@ -555,6 +564,11 @@ class RoomManager:
 
     # ---- room events for embedders and webhooks ------------------------------------------
 
+    def emit(self, event: webhook.WebhookEvent) -> None:
+        """Send an event that is not a room transition's (agent jobs) to webhooks and
+        observers."""
+        self._emit(event)
+
     def _emit(self, event: webhook.WebhookEvent) -> None:
         self.webhooks.send_nowait(event)
         for channel in list(self._observers):
@@ -616,6 +630,7 @@ class RoomOptions(TypedDict, total=False):
     departure_timeout_s: float
     max_participants: int
     metadata: str
+    agents: Sequence[agent_dispatch.RoomAgentDispatch]
 
 
 def room_options(claims: Claims) -> RoomOptions:
@@ -639,4 +654,7 @@ def room_options(claims: Claims) -> RoomOptions:
     metadata = config.get("metadata")
     if isinstance(metadata, str):
         options["metadata"] = metadata
+    agents = agents_from_room_config(config)
+    if agents is not None:
+        options["agents"] = agents
     return options
