@@ -303,3 +303,14 @@ async def test_broken_workers_are_closed_and_the_server_lives(server: RunningSer
     assert await server.acall(server.server.agent_workers) == []
     async with raw_worker(server) as w:
         assert w.id
+
+
+async def test_create_room_agents(server: RunningServer) -> None:
+    async with raw_worker(server, agent_name="cr") as room_worker:
+        req = room_api.CreateRoomRequest(
+            name="configured",
+            agents=[agent_dispatch.RoomAgentDispatch(agent_name="cr", metadata="from-create")],
+        )
+        assert twirp(server, "RoomService", "CreateRoom", req, "").status_code == 200
+        job = (await room_worker.expect("availability")).availability.job
+        assert (job.type, job.metadata, job.room.name) == (JT.JT_ROOM, "from-create", "configured")

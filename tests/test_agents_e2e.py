@@ -364,3 +364,32 @@ async def test_agent_session_room_output_plays_once_subscribed(
         await hear(watcher, agent, timeout=30)
     finally:
         await room.disconnect()
+
+
+async def test_participant_job_per_joining_participant(server: RunningServer) -> None:
+    """A JT_PARTICIPANT worker gets one job per (non-agent) participant, naming it
+    (a raw worker over ``websockets``: the job type, not the framework, is the point)."""
+    import websockets
+
+    token = mint_token(API_KEY, API_SECRET, identity="", grant=VideoGrant(agent=True))
+    async with websockets.connect(
+        server.url + "/agent", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        register = agent_proto.WorkerMessage(
+            register=agent_proto.RegisterWorkerRequest(type=agent_proto.JobType.JT_PARTICIPANT)
+        )
+        await ws.send(register.SerializeToString())
+        reply = agent_proto.ServerMessage.FromString(await ws.recv())  # type: ignore[arg-type]
+        assert reply.register.worker_id.startswith("AW_")
+        room, _watcher = await join(server, "pat", room="per-participant")
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    msg = agent_proto.ServerMessage.FromString(await ws.recv())  # type: ignore[arg-type]
+                    if msg.HasField("availability"):
+                        break
+            job = msg.availability.job
+            assert job.type == agent_proto.JobType.JT_PARTICIPANT
+            assert job.participant.identity == "pat" and job.room.name == "per-participant"
+        finally:
+            await room.disconnect()

@@ -200,34 +200,8 @@ class DispatchMachine(RuleBasedStateMachine):
     # ---- invariants -------------------------------------------------------------------------
 
     @invariant()
-    def workers_know_their_jobs(self) -> None:
-        for w in self.d.workers.values():
-            assert w.offers == {j.id for j in self.d.jobs.values() if j.offered_to == w.id}
-            assert w.jobs == {
-                j.id
-                for j in self.d.jobs.values()
-                if j.status == JS.JS_RUNNING and j.worker_id == w.id and j.orphaned_at is None
-            }
-
-    @invariant()
-    def jobs_are_consistent(self) -> None:
-        for j in self.d.jobs.values():
-            assert j.dispatch_id in self.d.dispatches, "job of a deleted dispatch kept"
-            assert j.room in self.d.rooms
-            if j.offered_to:
-                assert j.status == JS.JS_PENDING
-                assert j.offered_to in self.d.workers
-                assert j.offered_to not in j.refused
-            if j.status == JS.JS_RUNNING and j.orphaned_at is None:
-                assert j.worker_id in self.d.workers, "running job of a lost worker not orphaned"
-            if j.orphaned_at is not None:
-                assert j.status == JS.JS_RUNNING
-
-    @invariant()
-    def one_live_job_per_target(self) -> None:
-        for dispatch in self.d.dispatches.values():
-            live = [(j.type, j.participant) for j in self.d.dispatch_jobs(dispatch) if j.live]
-            assert len(live) == len(set(live)), "two live jobs for one dispatch target"
+    def bookkeeping_is_consistent(self) -> None:
+        self.d.check_invariants()
 
     @invariant()
     def placement_is_immediate(self) -> None:
