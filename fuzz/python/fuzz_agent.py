@@ -23,11 +23,11 @@ with instrumented("pysfu", "google.protobuf"):
     import trio.lowlevel
     import trio.testing
     from livekit.protocol import agent, models
-    from pysfu.runtime.manager import RoomManager
 
     from pysfu.auth import Claims, VideoGrant, verify_token
     from pysfu.rtc.dispatch import DispatchError
     from pysfu.runtime.agents import AgentRuntime
+    from pysfu.runtime.manager import RoomManager
 
 ERRORS = capture_errors()
 

@@ -166,6 +166,11 @@ class AgentRuntime:
             elif event.event == "track_published":
                 self.perform(self.dispatcher.participant_published(name, identity, now))
             elif event.event in ("participant_left", "participant_connection_aborted"):
+                room = self.manager.room(name)
+                if room is None or room.sid != event.room.sid:
+                    # The room is closing (room_finished follows): its jobs end with it,
+                    # not as agents that walked out.
+                    continue
                 self.perform(self.dispatcher.participant_left(name, identity, now))
 
     # ---- hook for the room manager ---------------------------------------------------------
