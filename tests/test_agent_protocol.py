@@ -20,7 +20,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection, open_websock
 from pysfu.auth import VideoGrant, mint_token, verify_token
 from pysfu.rtc.dispatch import DEFAULT_ORPHAN_GRACE_S
 
-from .conftest import API_KEY, API_SECRET, RunningServer
+from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 
 pytestmark = pytest.mark.trio
 
@@ -314,3 +314,14 @@ async def test_create_room_agents(server: RunningServer) -> None:
         assert twirp(server, "RoomService", "CreateRoom", req, "").status_code == 200
         job = (await room_worker.expect("availability")).availability.job
         assert (job.type, job.metadata, job.room.name) == (JT.JT_ROOM, "from-create", "configured")
+
+
+async def test_dispatch_to_a_missing_room_needs_auto_create() -> None:
+    running = await trio.to_thread.run_sync(start_server, make_config(auto_create=False))
+    try:
+        req = agent_dispatch.CreateAgentDispatchRequest(agent_name="x", room="nope")
+        r = twirp(running, "AgentDispatchService", "CreateDispatch", req, "nope")
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+        assert await running.acall(running.server.room, "nope") is None
+    finally:
+        await trio.to_thread.run_sync(stop_server, running)

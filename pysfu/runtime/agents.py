@@ -198,8 +198,13 @@ class AgentRuntime:
         metadata: str = "",
         attributes: Mapping[str, str] | None = None,
     ) -> agent_dispatch.AgentDispatch:
-        """Dispatch ``agent_name`` to ``room`` (created if needed, as the reference's
-        CreateDispatch with auto-create); its job is offered at once if a worker is there."""
+        """Dispatch ``agent_name`` to ``room`` (created if needed and ``room.auto_create``
+        allows, as the reference's CreateDispatch); its job is offered at once if a
+        worker is there. Raises RoomNotFound or DispatchError."""
+        if self.manager.room(room) is None and not self.manager.policy.auto_create:
+            # As the reference: CreateDispatch creates the room only where rooms are
+            # auto-created.
+            raise RoomNotFound(f"room {room!r} does not exist")
         self.manager.create_room(room)
         dispatch, actions = self.dispatcher.create_dispatch(
             room, agent_name, metadata, self.now(), attributes=attributes
