@@ -272,8 +272,12 @@ class AgentRuntime:
     def perform(self, actions: Iterable[Action]) -> None:
         """Carry out dispatcher actions; never blocks."""
         for action in actions:
+            if isinstance(action, Offer | Assign):
+                found = self.dispatcher.jobs.get(action.job_id)
+                if found is None or action.worker_id not in self.dispatcher.workers:
+                    continue  # gone later in the same transition
+                job = found
             if isinstance(action, Offer):
-                job = self.dispatcher.jobs[action.job_id]
                 msg = agent_proto.ServerMessage(
                     availability=agent_proto.AvailabilityRequest(job=self.job_info(job))
                 )
@@ -286,7 +290,6 @@ class AgentRuntime:
                 )
                 self._send(action.worker_id, msg)
             elif isinstance(action, Assign):
-                job = self.dispatcher.jobs[action.job_id]
                 msg = agent_proto.ServerMessage(
                     assignment=agent_proto.JobAssignment(
                         job=self.job_info(job), token=self._job_token(action.worker_id, job)
