@@ -146,7 +146,13 @@ class MediaEngine:
     def stats(self) -> dict[str, int]:
         """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
         keyframe_requests, unroutable, bad_datagrams, send_errors, events_dropped;
-        gauges: peers, tracks, addresses."""
+        gauges: peers, tracks, addresses.
+
+        ``unroutable`` counts the datagrams no peer got (the media port is public),
+        split by reason: ``dropped_not_webrtc`` (first byte neither STUN, DTLS nor
+        RTP/RTCP), ``dropped_unknown_ufrag`` (STUN from an unknown address naming no
+        peer's ufrag), ``dropped_unknown_source`` (DTLS/RTP/RTCP from an address no
+        peer uses). ``packets_in`` counts every datagram read."""
     def close(self) -> None:
         """Stop the engine thread and close the socket. Idempotent; later calls raise
         MediaError."""

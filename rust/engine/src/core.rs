@@ -15,7 +15,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
-use crate::demux::Demux;
+use crate::demux::{Demux, Drop, Route};
 use crate::error::{EngineError, Result};
 use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
@@ -31,6 +31,10 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Disconnected as soon as its checks lapse, and a busy client or a brief network
 /// stall recovers from that, as browsers treat "disconnected" as transient.
 pub const ICE_DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
+
+/// Drop summaries are logged at most this often: the port is public, and a log
+/// line per junk datagram would cost more than the datagram.
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
 pub struct Core<S: Sink> {
@@ -55,6 +59,8 @@ pub struct Core<S: Sink> {
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
     seed: u64,
+    drop_logged_at: Option<Instant>,
+    drops_since_log: u64,
 }
 
 impl<S: Sink> Core<S> {
@@ -83,6 +89,8 @@ impl<S: Sink> Core<S> {
             events: Vec::new(),
             counters: Counters::default(),
             seed,
+            drop_logged_at: None,
+            drops_since_log: 0,
         }
     }
 
@@ -580,6 +588,9 @@ impl<S: Sink> Core<S> {
             ("rtp_dropped", c.rtp_dropped),
             ("keyframe_requests", c.keyframe_requests),
             ("unroutable", c.unroutable),
+            ("dropped_not_webrtc", c.dropped_not_webrtc),
+            ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
+            ("dropped_unknown_source", c.dropped_unknown_source),
             ("bad_datagrams", c.bad_datagrams),
             ("peers", self.peers.len() as u64),
             ("tracks", self.router.tracks.len() as u64),
@@ -613,9 +624,12 @@ impl<S: Sink> Core<S> {
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
-        let Some(key) = self.demux.route(source, data) else {
-            self.counters.unroutable += 1;
-            return;
+        let key = match self.demux.classify(source, data) {
+            Route::Peer(key) => key,
+            Route::Drop(why) => {
+                self.dropped(why, source, now);
+                return;
+            }
         };
         let Some(peer) = self.peers.get_mut(&key) else { return };
         if peer.closed {
@@ -641,6 +655,30 @@ impl<S: Sink> Core<S> {
         }
         self.drain(key);
         self.process(now);
+    }
+
+    /// Count a datagram no peer gets; log a summary at most once per `DROP_LOG_EVERY`.
+    fn dropped(&mut self, why: Drop, source: SocketAddr, now: Instant) {
+        let c = &mut self.counters;
+        c.unroutable += 1;
+        match why {
+            Drop::NotWebrtc => c.dropped_not_webrtc += 1,
+            Drop::UnknownUfrag => c.dropped_unknown_ufrag += 1,
+            Drop::UnknownSource => c.dropped_unknown_source += 1,
+        }
+        self.drops_since_log += 1;
+        if self.drop_logged_at.is_none_or(|t| now >= t + DROP_LOG_EVERY) {
+            tracing::info!(
+                "dropped {} datagrams for no peer since the last report (latest: {why:?} from {source}); \
+                 totals: not WebRTC {}, unknown ufrag {}, unknown source {}",
+                self.drops_since_log,
+                c.dropped_not_webrtc,
+                c.dropped_unknown_ufrag,
+                c.dropped_unknown_source,
+            );
+            self.drop_logged_at = Some(now);
+            self.drops_since_log = 0;
+        }
     }
 
     /// Give due peers their timeout (and flush forwarded RTP).

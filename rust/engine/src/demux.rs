@@ -14,6 +14,73 @@ use crate::PeerKey;
 /// one is taught again by its next consent check).
 pub const MAX_ADDRS_PER_PEER: usize = 16;
 
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Peer(PeerKey),
+    Drop(Drop),
+}
+
+/// Why a datagram reached no peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Not STUN, DTLS, RTP or RTCP by its first byte (RFC 7983), from anyone.
+    NotWebrtc,
+    /// STUN from an unknown address that is no binding request naming a local ufrag.
+    UnknownUfrag,
+    /// DTLS, RTP or RTCP from an address no peer has used.
+    UnknownSource,
+}
+
+/// RFC 7983 demultiplexing by the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Stun,
+    Dtls,
+    Rtp,
+}
+
+impl Class {
+    fn of(datagram: &[u8]) -> Option<Self> {
+        match datagram.first()? {
+            0..=3 => Some(Self::Stun),
+            20..=63 => Some(Self::Dtls),
+            128..=191 => Some(Self::Rtp),
+            _ => None,
+        }
+    }
+}
+
+const STUN_HEADER: usize = 20;
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+const STUN_USERNAME: u16 = 0x0006;
+
+/// The local part of a binding request's USERNAME ("<ours>:<theirs>"), found by
+/// walking the attribute headers only: a pre-filter, so that a flood naming ufrags
+/// we do not have never reaches the full parser.
+pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    if datagram.len() < STUN_HEADER || datagram[0..2] != STUN_BINDING_REQUEST || datagram[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let declared = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    if declared + STUN_HEADER != datagram.len() {
+        return None;
+    }
+    let mut at = STUN_HEADER;
+    while at + 4 <= datagram.len() {
+        let typ = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]));
+        let value = datagram.get(at + 4..at + 4 + len)?;
+        if typ == STUN_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split_once(':').map(|(local, _)| local);
+        }
+        at += 4 + len.next_multiple_of(4);
+    }
+    None
+}
+
 /// Address and ufrag tables. Removing a peer removes all of its entries.
 #[derive(Debug, Default)]
 pub struct Demux {
@@ -61,17 +128,36 @@ impl Demux {
     /// USERNAME starts with a known local ufrag (re)binds the address, which covers
     /// first contact and NAT rebinding; anything else needs a known address.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<PeerKey> {
-        // STUN: first two bits zero, and magic cookie at bytes 4..8 (RFC 5389).
-        let is_stun = datagram.len() >= 20
-            && datagram[0] < 2
-            && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42];
-        if is_stun {
-            if let Some(key) = self.route_stun(datagram) {
-                self.teach(source, key);
-                return Some(key);
-            }
+        match self.classify(source, datagram) {
+            Route::Peer(key) => Some(key),
+            Route::Drop(_) => None,
         }
-        self.by_addr.get(&source).copied()
+    }
+
+    /// `route`, saying why a datagram is dropped. The media port is public, so
+    /// this runs for every datagram anyone sends: whatever is dropped is dropped
+    /// after a table lookup and a scan of the STUN header at most, without
+    /// parsing or allocating.
+    pub fn classify(&mut self, source: SocketAddr, datagram: &[u8]) -> Route {
+        let Some(class) = Class::of(datagram) else {
+            return Route::Drop(Drop::NotWebrtc);
+        };
+        if class == Class::Stun {
+            let ours = stun_local_ufrag(datagram).is_some_and(|local| self.by_ufrag.contains_key(local));
+            // Only a request naming one of ours pays for a full parse.
+            if let Some(key) = ours.then(|| self.route_stun(datagram)).flatten() {
+                self.teach(source, key);
+                return Route::Peer(key);
+            }
+            return match self.by_addr.get(&source) {
+                Some(&key) => Route::Peer(key),
+                None => Route::Drop(Drop::UnknownUfrag),
+            };
+        }
+        match self.by_addr.get(&source) {
+            Some(&key) => Route::Peer(key),
+            None => Route::Drop(Drop::UnknownSource),
+        }
     }
 
     fn route_stun(&self, datagram: &[u8]) -> Option<PeerKey> {
@@ -128,5 +214,34 @@ mod tests {
         assert_eq!(d.addr_count(), 1);
         d.remove_peer(2);
         assert_eq!(d.addr_count(), 0);
+    }
+
+    /// Issue 11: junk and STUN naming no peer are told apart and dropped before
+    /// any parsing; the pre-filter reads USERNAME as str0m's parser does.
+    #[test]
+    fn strangers_are_dropped_by_reason() {
+        let mut d = Demux::default();
+        d.add_peer("ufrag".into(), 1);
+        let known = SocketAddr::from(([192, 0, 2, 1], 1000));
+        let stranger = SocketAddr::from(([192, 0, 2, 9], 9000));
+        let ours = binding_request("ufrag:remote");
+        assert_eq!(stun_local_ufrag(&ours), Some("ufrag"));
+        assert_eq!(d.classify(known, &ours), Route::Peer(1));
+        let theirs = binding_request("other:remote");
+        assert_eq!(stun_local_ufrag(&theirs), Some("other"));
+        assert_eq!(d.classify(stranger, &theirs), Route::Drop(Drop::UnknownUfrag));
+        // From a peer's address, STUN still reaches the peer (str0m answers or not).
+        assert_eq!(d.classify(known, &theirs), Route::Peer(1));
+        assert_eq!(d.classify(stranger, b"\x80\x60rtp"), Route::Drop(Drop::UnknownSource));
+        assert_eq!(d.classify(stranger, b"\x16\xfe\xfd"), Route::Drop(Drop::UnknownSource));
+        for junk in [&b""[..], b"\x04", b"\x40 channel data", b"\xff"] {
+            assert_eq!(d.classify(known, junk), Route::Drop(Drop::NotWebrtc), "{junk:?}");
+        }
+        // Truncated or inconsistent headers never reach the parser.
+        assert_eq!(stun_local_ufrag(&ours[..ours.len() - 4]), None);
+        let mut bad_len = ours.clone();
+        bad_len[22..24].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(stun_local_ufrag(&bad_len), None);
+        assert_eq!(d.addr_count(), 1, "only the request naming a peer taught an address");
     }
 }

@@ -33,6 +33,7 @@ pub mod event;
 pub mod fuzz;
 pub mod keyframe;
 pub mod peer;
+pub mod pump;
 pub mod rewrite;
 pub mod router;
 mod runloop;
@@ -67,7 +68,14 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     pub rtp_dropped: u64,
     pub keyframe_requests: u64,
+    /// Datagrams no peer got (the sum of the three `dropped_*`).
     pub unroutable: u64,
+    /// Not STUN, DTLS, RTP or RTCP by the first byte.
+    pub dropped_not_webrtc: u64,
+    /// STUN from an unknown address naming no local ufrag (or no binding request).
+    pub dropped_unknown_ufrag: u64,
+    /// DTLS/RTP/RTCP from an address no peer has used.
+    pub dropped_unknown_source: u64,
     pub bad_datagrams: u64,
 }
 
@@ -117,6 +125,7 @@ impl Engine {
             bound.ip()
         });
         let local_addr = SocketAddr::new(ip, bound.port());
+        let inbound = mio::net::UdpSocket::from_std(std_socket.try_clone()?);
         let socket = mio::net::UdpSocket::from_std(std_socket);
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
@@ -127,7 +136,7 @@ impl Engine {
         let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("pysfu-media".into())
-            .spawn(move || runloop::run(poll, core, rx, q))?;
+            .spawn(move || runloop::run(poll, core, inbound, rx, q))?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             waker,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use str0m::ice::{StunMessage, TransId};
 
 use super::reader::{Reader, Writer};
-use crate::demux::{Demux, MAX_ADDRS_PER_PEER};
+use crate::demux::{Demux, Drop, Route, MAX_ADDRS_PER_PEER};
 use crate::PeerKey;
 
 const UFRAGS: [&str; 4] = ["aaaa", "bbbb", "aaaab", "c:d"];
@@ -110,12 +110,23 @@ pub fn run(data: &[u8]) {
                     dg[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
                     dg[0] &= 0x01;
                 }
-                let got = demux.route(source, &dg);
-                if let Some(k) = got {
-                    assert!(live.contains_key(&k), "routed to removed peer {k}");
-                    teach(&mut by_addr, &mut order, source, k);
-                } else {
-                    assert_eq!(by_addr.get(&source), None, "known address {source} unroutable");
+                let got = demux.classify(source, &dg);
+                // RFC 7983: STUN 0-3, DTLS 20-63, RTP/RTCP 128-191; the rest is
+                // nobody's, even from a peer's address.
+                let webrtc = matches!(dg.first(), Some(0..=3 | 20..=63 | 128..=191));
+                match got {
+                    Route::Peer(k) => {
+                        assert!(webrtc, "non-WebRTC bytes {:?} routed", dg.first());
+                        assert!(live.contains_key(&k), "routed to removed peer {k}");
+                        teach(&mut by_addr, &mut order, source, k);
+                    }
+                    Route::Drop(Drop::NotWebrtc) => assert!(!webrtc, "WebRTC bytes dropped as junk"),
+                    Route::Drop(why) => {
+                        assert!(webrtc, "{why:?} for non-WebRTC bytes");
+                        assert_eq!(by_addr.get(&source), None, "known address {source} unroutable ({why:?})");
+                        let stun = dg.first().is_some_and(|b| *b <= 3);
+                        assert_eq!(why == Drop::UnknownUfrag, stun, "{why:?} for first byte {:?}", dg.first());
+                    }
                 }
             }
         }
