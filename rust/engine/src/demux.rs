@@ -14,6 +14,11 @@ use crate::PeerKey;
 /// one is taught again by its next consent check).
 pub const MAX_ADDRS_PER_PEER: usize = 16;
 
+/// Local ufrags remembered per peer. An ICE restart gives a peer a new one; the
+/// previous stays routable while checks naming it may still be in flight, and a
+/// restart offer the client never answered must not push out the live one.
+pub const MAX_UFRAGS_PER_PEER: usize = 4;
+
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -86,6 +91,9 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 pub struct Demux {
     by_addr: HashMap<SocketAddr, PeerKey>,
     by_ufrag: HashMap<String, PeerKey>,
+    /// Invariant: `ufrags[k]` holds exactly the ufrags `u` with `by_ufrag[u] == k`,
+    /// oldest first, at most `MAX_UFRAGS_PER_PEER` of them.
+    ufrags: HashMap<PeerKey, VecDeque<String>>,
     /// Invariant: `addrs[k]` holds exactly the addresses `a` with `by_addr[a] == k`,
     /// in the order taught, at most `MAX_ADDRS_PER_PEER` of them.
     addrs: HashMap<PeerKey, VecDeque<SocketAddr>>,
@@ -94,7 +102,28 @@ pub struct Demux {
 impl Demux {
     /// Register a peer under its local ICE ufrag.
     pub fn add_peer(&mut self, ufrag: String, key: PeerKey) {
-        self.by_ufrag.insert(ufrag, key);
+        self.add_ufrag(key, ufrag);
+    }
+
+    /// Route binding requests naming `ufrag` to `key` too (an ICE restart), forgetting
+    /// the peer's oldest ufrag beyond the cap. A ufrag taken from another peer is
+    /// that peer's no more.
+    pub fn add_ufrag(&mut self, key: PeerKey, ufrag: String) {
+        if self.by_ufrag.get(&ufrag) == Some(&key) {
+            return;
+        }
+        if let Some(old) = self.by_ufrag.insert(ufrag.clone(), key) {
+            if let Some(list) = self.ufrags.get_mut(&old) {
+                list.retain(|u| *u != ufrag);
+            }
+        }
+        let list = self.ufrags.entry(key).or_default();
+        list.push_back(ufrag);
+        while list.len() > MAX_UFRAGS_PER_PEER {
+            if let Some(u) = list.pop_front() {
+                self.by_ufrag.remove(&u);
+            }
+        }
     }
 
     /// Forget a peer.
@@ -102,7 +131,9 @@ impl Demux {
         for a in self.addrs.remove(&key).unwrap_or_default() {
             self.by_addr.remove(&a);
         }
-        self.by_ufrag.retain(|_, k| *k != key);
+        for u in self.ufrags.remove(&key).unwrap_or_default() {
+            self.by_ufrag.remove(&u);
+        }
     }
 
     /// Bind `source` to `key`, forgetting the peer's oldest address beyond the cap.
@@ -168,6 +199,11 @@ impl Demux {
         // USERNAME is "<receiver ufrag>:<sender ufrag>"; we are the receiver.
         let (local, _) = msg.split_username()?;
         self.by_ufrag.get(local).copied()
+    }
+
+    /// Number of ufrags routed (tests).
+    pub fn ufrag_count(&self) -> usize {
+        self.by_ufrag.len()
     }
 
     /// Number of known addresses (stats).
@@ -243,5 +279,27 @@ mod tests {
         bad_len[22..24].copy_from_slice(&[0xff, 0xff]);
         assert_eq!(stun_local_ufrag(&bad_len), None);
         assert_eq!(d.addr_count(), 1, "only the request naming a peer taught an address");
+    }
+
+    /// An ICE restart gives a peer a new local ufrag: binding requests naming it
+    /// reach the peer from a new address, the previous ufrag keeps working for a
+    /// while, and the table stays bounded and clean.
+    #[test]
+    fn restarted_ufrags_route_and_stay_bounded() {
+        let mut d = Demux::default();
+        d.add_peer("first".into(), 1);
+        d.add_ufrag(1, "second".into());
+        let moved = SocketAddr::from(([198, 51, 100, 7], 4000));
+        assert_eq!(d.classify(moved, &binding_request("second:remote")), Route::Peer(1));
+        assert_eq!(d.classify(moved, &binding_request("first:remote")), Route::Peer(1));
+        for i in 0..10 {
+            d.add_ufrag(1, format!("u{i}"));
+        }
+        assert_eq!(d.ufrag_count(), MAX_UFRAGS_PER_PEER);
+        let elsewhere = SocketAddr::from(([198, 51, 100, 8], 4000));
+        assert_eq!(d.classify(elsewhere, &binding_request("first:remote")), Route::Drop(Drop::UnknownUfrag));
+        assert_eq!(d.classify(elsewhere, &binding_request("u9:remote")), Route::Peer(1));
+        d.remove_peer(1);
+        assert_eq!((d.ufrag_count(), d.addr_count()), (0, 0));
     }
 }

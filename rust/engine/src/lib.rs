@@ -34,6 +34,8 @@ pub mod fuzz;
 pub mod keyframe;
 pub mod peer;
 pub mod pump;
+#[cfg(test)]
+mod resume_tests;
 pub mod rewrite;
 pub mod router;
 mod runloop;
@@ -44,7 +46,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::core::Core;
 pub use crate::error::{EngineError, Result};
@@ -89,6 +91,16 @@ pub struct EngineConfig {
     /// Address put in candidates; defaults to `bind_ip` (or a guessed local
     /// address when binding the unspecified address).
     pub advertise_ip: Option<IpAddr>,
+    /// How long a peer's ICE may stay Disconnected before the peer is closed
+    /// (`core::ICE_DISCONNECTED_GRACE` by default).
+    pub ice_disconnected_grace: Duration,
+}
+
+impl EngineConfig {
+    /// `bind_ip` with an ephemeral port, no advertised address and the default grace.
+    pub fn new(bind_ip: IpAddr) -> Self {
+        Self { bind_ip, udp_port: 0, advertise_ip: None, ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE }
+    }
 }
 
 /// Handle to the engine thread. Dropping it (or `close`) stops the thread.
@@ -131,7 +143,8 @@ impl Engine {
         let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
         let queue = Arc::new(EventQueue::new()?);
         let sink = runloop::UdpSink::new(socket);
-        let core = Core::new(sink, local_addr);
+        let mut core = Core::new(sink, local_addr);
+        core.set_ice_disconnected_grace(config.ice_disconnected_grace);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
         let thread = std::thread::Builder::new()
@@ -205,6 +218,13 @@ impl Engine {
     pub fn create_offer(&self, peer_id: &str) -> Result<String> {
         let id = peer_id.to_string();
         self.call(move |c, now| c.create_offer(&id, now))
+    }
+
+    /// Subscriber: an offer that restarts ICE (new credentials); see
+    /// `Core::create_ice_restart_offer`.
+    pub fn create_ice_restart_offer(&self, peer_id: &str) -> Result<String> {
+        let id = peer_id.to_string();
+        self.call(move |c, now| c.create_ice_restart_offer(&id, now))
     }
 
     /// Subscriber: apply the answer.

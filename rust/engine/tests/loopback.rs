@@ -120,6 +120,7 @@ fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();
     engine.add_peer("pub", Role::Publisher).unwrap();
@@ -481,6 +482,7 @@ fn a_backlog_drains_without_waiting_for_timers() {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();
     let target = engine.local_addr();
