@@ -92,11 +92,21 @@ class MediaEngine:
     """
 
     def __new__(
-        cls, *, bind_ip: str = "127.0.0.1", udp_port: int = 7882, advertise_ip: str | None = None
+        cls,
+        *,
+        bind_ip: str = "127.0.0.1",
+        udp_port: int = 7882,
+        advertise_ip: str | None = None,
+        ice_disconnected_grace: float = 10.0,
     ) -> MediaEngine:
         """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
         ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
-        guessed local address when binding 0.0.0.0). Raises MediaError if binding fails."""
+        guessed local address when binding 0.0.0.0). ``ice_disconnected_grace``: seconds
+        a peer's ICE may stay disconnected before the peer is closed (``PeerClosed``
+        with reason ``"ice disconnected"``); a control plane that keeps a frozen
+        client's session through a resume window passes at least that window.
+        Raises MediaError if binding fails, ValueError for a negative or non-finite
+        grace."""
     @property
     def udp_port(self) -> int:
         """The bound UDP port."""
@@ -111,12 +121,22 @@ class MediaEngine:
         """Close a peer, unpublish its tracks and drop its subscriptions. Idempotent."""
     def accept_offer(self, peer_id: str, sdp: str) -> str:
         """Publisher: apply the client's offer, return the answer SDP (ICE-lite, host
-        candidate included, simulcast rids mirrored as recv)."""
-    def create_offer(self, peer_id: str) -> str:
+        candidate included, simulcast rids mirrored as recv). An offer with new
+        ``ice-ufrag``/``ice-pwd`` is an ICE restart (a resuming client): the answer
+        carries new credentials, and the client's checks reach the peer from any
+        address."""
+    def create_offer(self, peer_id: str, *, ice_restart: bool = False) -> str:
         """Subscriber: an offer with the server's data channels (``_reliable``,
         ``_lossy``; always in the first offer), a sendonly m-line per subscribed track,
         unsubscribed/unpublished tracks' m-lines inactive. When nothing changed since
-        the last offer, that offer is returned again and its answer is ignored."""
+        the last offer, that offer is returned again and its answer is ignored.
+
+        ``ice_restart=True``: the offer carries new ICE credentials (an ICE restart,
+        for a client whose transport failed or whose network changed); it is always a
+        new offer. The restart completes with ``accept_answer`` of the client's answer
+        (which has new credentials of its own); media keeps the same m-lines, SSRCs
+        and DTLS session. Checks naming the new credentials reach the peer from any
+        address as soon as the offer exists."""
     def accept_answer(self, peer_id: str, sdp: str) -> None:
         """Subscriber: apply the client's answer to the last offer."""
     def add_remote_candidate(self, peer_id: str, candidate: str) -> None:
@@ -146,7 +166,13 @@ class MediaEngine:
     def stats(self) -> dict[str, int]:
         """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
         keyframe_requests, unroutable, bad_datagrams, send_errors, events_dropped;
-        gauges: peers, tracks, addresses."""
+        gauges: peers, tracks, addresses.
+
+        ``unroutable`` counts the datagrams no peer got (the media port is public),
+        split by reason: ``dropped_not_webrtc`` (first byte neither STUN, DTLS nor
+        RTP/RTCP), ``dropped_unknown_ufrag`` (STUN from an unknown address naming no
+        peer's ufrag), ``dropped_unknown_source`` (DTLS/RTP/RTCP from an address no
+        peer uses). ``packets_in`` counts every datagram read."""
     def close(self) -> None:
         """Stop the engine thread and close the socket. Idempotent; later calls raise
         MediaError."""

@@ -15,7 +15,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
-use crate::demux::Demux;
+use crate::demux::{Demux, Drop, Route};
 use crate::error::{EngineError, Result};
 use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
@@ -27,10 +27,28 @@ use crate::{Counters, PeerKey};
 /// The longest the run loop sleeps without looking at peers' timers.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 
-/// How long ICE may stay disconnected before the peer is given up. str0m reports
+/// How long ICE may stay disconnected before the peer is given up, unless the
+/// engine is configured otherwise (`set_ice_disconnected_grace`). str0m reports
 /// Disconnected as soon as its checks lapse, and a busy client or a brief network
 /// stall recovers from that, as browsers treat "disconnected" as transient.
 pub const ICE_DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
+
+/// Changes a subscriber offer must carry (see `Core::offer_plan`).
+#[derive(Default)]
+struct OfferPlan {
+    directions: Vec<(Mid, Direction)>,
+    to_add: Vec<(TrackKey, MediaKind, String, String)>,
+}
+
+impl OfferPlan {
+    fn is_empty(&self) -> bool {
+        self.directions.is_empty() && self.to_add.is_empty()
+    }
+}
+
+/// Drop summaries are logged at most this often: the port is public, and a log
+/// line per junk datagram would cost more than the datagram.
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
 pub struct Core<S: Sink> {
@@ -55,6 +73,9 @@ pub struct Core<S: Sink> {
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
     seed: u64,
+    drop_logged_at: Option<Instant>,
+    drops_since_log: u64,
+    ice_grace: Duration,
 }
 
 impl<S: Sink> Core<S> {
@@ -83,7 +104,17 @@ impl<S: Sink> Core<S> {
             events: Vec::new(),
             counters: Counters::default(),
             seed,
+            drop_logged_at: None,
+            drops_since_log: 0,
+            ice_grace: ICE_DISCONNECTED_GRACE,
         }
+    }
+
+    /// How long a peer's ICE may stay Disconnected before it is closed, for peers
+    /// added from now on. A control plane that keeps a participant's session through
+    /// a resume window sets this to at least that window.
+    pub fn set_ice_disconnected_grace(&mut self, grace: Duration) {
+        self.ice_grace = grace;
     }
 
     /// Where datagrams go.
@@ -102,6 +133,12 @@ impl<S: Sink> Core<S> {
     pub fn _rtc_mut(&mut self, peer_id: &str) -> Option<&mut Rtc> {
         let key = self.names.get(peer_id)?;
         self.peers.get_mut(key).map(|p| &mut p.rtc)
+    }
+
+    /// Test hook: when the peer's ICE went Disconnected, if it is now.
+    #[cfg(test)]
+    pub(crate) fn _ice_lost_at(&self, peer_id: &str) -> Option<Instant> {
+        self.peers.get(self.names.get(peer_id)?)?.ice_lost_at
     }
 
     /// Fuzz hook: routing-table sizes (peers, tracks, demux addresses, sub-mid entries),
@@ -205,7 +242,7 @@ impl<S: Sink> Core<S> {
         self.demux.add_peer(ufrag, key);
         self.names.insert(peer_id.to_string(), key);
         self.peers
-            .insert(key, Box::new(Peer::new(peer_id.to_string(), key, role, rtc, now)));
+            .insert(key, Box::new(Peer::new(peer_id.to_string(), key, role, rtc, now, self.ice_grace)));
         self.drain(key);
         self.process(now);
         Ok(())
@@ -253,45 +290,108 @@ impl<S: Sink> Core<S> {
             peer.msid_by_mid.insert(mid, track);
         }
         let key = peer.key;
+        // An offer with new ice-ufrag/pwd is an ICE restart: str0m answers with
+        // new local credentials, and the client's checks will name them.
+        self.follow_ufrag(key);
         self.drain(key);
         self.process(now);
         Ok(answer.to_sdp_string())
     }
 
+    /// Teach the demux the peer's current local ufrag (after an ICE restart).
+    fn follow_ufrag(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+            self.demux.add_ufrag(key, ufrag);
+        }
+    }
+
     /// Subscriber: an offer with the data channels, current down tracks and
     /// directions. Errors with `NothingToNegotiate` when nothing changed.
     pub fn create_offer(&mut self, peer_id: &str, now: Instant) -> Result<String> {
-        let key = self.key_of(peer_id)?;
-        self.peer_with_role(peer_id, Role::Subscriber)?;
-        let peer = self.peers.get_mut(&key).expect("checked above");
+        self.offer(peer_id, false, now)
+    }
 
-        // Directions wanted for existing m-lines, read before the SdpApi borrow.
-        let mut directions: Vec<(Mid, Direction)> = Vec::new();
-        let mut to_add: Vec<(TrackKey, MediaKind, String, String)> = Vec::new();
+    /// Subscriber: `create_offer` with new ICE credentials (an ICE restart), for a
+    /// client whose transport failed or whose network changed. Always a new offer
+    /// once an answer was accepted (before that it is `create_offer`: ICE has not
+    /// started); the restart completes when the client's answer (with its new
+    /// credentials) is accepted. Checks naming the new ufrag reach the peer from the
+    /// moment the offer exists, from any address. An unanswered offer it replaces is
+    /// rolled back into it.
+    pub fn create_ice_restart_offer(&mut self, peer_id: &str, now: Instant) -> Result<String> {
+        self.offer(peer_id, true, now)
+    }
+
+    /// What a new offer must change: directions of negotiated m-lines and the down
+    /// tracks that need an m-line. M-lines of an unanswered offer are left alone.
+    fn offer_plan(&self, key: PeerKey) -> OfferPlan {
+        let mut plan = OfferPlan::default();
+        let Some(peer) = self.peers.get(&key) else { return plan };
+        let direction = |mid: Mid| peer.rtc.media(mid).map(|m| m.direction());
         for (tk, t) in &self.router.tracks {
             for d in t.downs.iter().filter(|d| d.sub == key) {
                 match d.mid {
                     None if d.active => {
-                        to_add.push((*tk, t.kind, d.stream_id.clone(), d.msid_track_id(&t.id)))
+                        plan.to_add.push((*tk, t.kind, d.stream_id.clone(), d.msid_track_id(&t.id)))
                     }
                     None => {}
                     Some(mid) => {
                         let want = if d.active { Direction::SendOnly } else { Direction::Inactive };
-                        if peer.rtc.media(mid).map(|m| m.direction()) != Some(want) {
-                            directions.push((mid, want));
+                        if direction(mid).is_some_and(|have| have != want) {
+                            plan.directions.push((mid, want));
                         }
                     }
                 }
             }
         }
-        for mid in peer.orphan_mids.drain(..) {
-            if peer.rtc.media(mid).map(|m| m.direction()) != Some(Direction::Inactive) {
-                directions.push((mid, Direction::Inactive));
+        for &mid in &peer.orphan_mids {
+            if direction(mid).is_some_and(|have| have != Direction::Inactive) {
+                plan.directions.push((mid, Direction::Inactive));
             }
         }
+        plan
+    }
+
+    /// Forget an unanswered offer that a new one replaces (as JSEP's rollback): its
+    /// m-lines, inactive turns, data channels and ICE restart go into the next one.
+    fn roll_back_offer(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        peer.pending_offer = None;
+        peer.orphan_mids.append(&mut peer.pending_orphans);
+        if std::mem::take(&mut peer.channels_pending) {
+            peer.channels_offered = false;
+        }
+        for (tk, mid) in std::mem::take(&mut peer.pending_mids) {
+            self.router.by_sub_mid.remove(&(key, mid));
+            let down = self.router.tracks.get_mut(&tk).and_then(|t| t.downs.iter_mut().find(|d| d.sub == key));
+            if let Some(d) = down.filter(|d| d.mid == Some(mid)) {
+                d.mid = None;
+                d.tx_ssrc = None;
+            }
+        }
+    }
+
+    fn offer(&mut self, peer_id: &str, ice_restart: bool, now: Instant) -> Result<String> {
+        let key = self.key_of(peer_id)?;
+        self.peer_with_role(peer_id, Role::Subscriber)?;
+        let mut plan = self.offer_plan(key);
+        let peer = self.peers.get(&key).expect("checked above");
+        // Before the first answer ICE has not started: nothing to restart (and str0m
+        // takes new credentials only in an answer that follows remote ones).
+        let mut ice_restart = ice_restart && peer.answered;
+        if peer.pending_offer.is_some() && (ice_restart || !plan.is_empty()) {
+            // A new offer while the last is unanswered: it replaces that one.
+            ice_restart |= peer.restart_pending;
+            self.roll_back_offer(key);
+            plan = self.offer_plan(key);
+        }
+        let OfferPlan { directions, to_add } = plan;
+        let peer = self.peers.get_mut(&key).expect("checked above");
 
         let mut api = peer.rtc.sdp_api();
-        if !peer.channels_offered {
+        let add_channels = !peer.channels_offered;
+        if add_channels {
             api.add_channel_with_config(ChannelConfig {
                 label: LABEL_RELIABLE.to_string(),
                 ordered: true,
@@ -313,13 +413,16 @@ impl<S: Sink> Core<S> {
         for (mid, dir) in directions {
             api.set_direction(mid, dir);
         }
+        // Keep our host candidate (one socket for all peers); only the credentials change.
+        let restart_ufrag = ice_restart.then(|| api.ice_restart(true).ufrag);
         let Some((offer, pending)) = api.apply() else {
             // Nothing changed: repeat the last offer so the control plane's
-            // negotiation stays simple; its answer is accepted and ignored.
+            // negotiation stays simple. If it was answered, the answer to the repeat
+            // is accepted and ignored; if it is still unanswered (an ICE restart or
+            // new m-lines in flight), its answer still applies.
             return match &peer.last_offer {
                 Some(sdp) => {
-                    peer.pending_offer = None;
-                    peer.repeated_offer = true;
+                    peer.repeated_offer = peer.pending_offer.is_none();
                     Ok(sdp.clone())
                 }
                 None => Err(EngineError::NothingToNegotiate(peer_id.to_string())),
@@ -327,9 +430,16 @@ impl<S: Sink> Core<S> {
         };
         let offer = offer.to_sdp_string();
         peer.channels_offered = true;
+        peer.channels_pending = add_channels;
+        peer.restart_pending = ice_restart;
+        peer.pending_orphans = std::mem::take(&mut peer.orphan_mids);
+        peer.pending_mids = added.clone();
         peer.pending_offer = Some(pending);
         peer.repeated_offer = false;
         peer.last_offer = Some(offer.clone());
+        if let Some(ufrag) = restart_ufrag {
+            self.demux.add_ufrag(key, ufrag);
+        }
         for (tk, mid) in added {
             self.router.by_sub_mid.insert((key, mid), tk);
             if let Some(d) = self
@@ -362,7 +472,13 @@ impl<S: Sink> Core<S> {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| EngineError::RemoteSdp(e.to_string()))?;
+        peer.answered = true;
+        peer.pending_mids.clear();
+        peer.pending_orphans.clear();
+        peer.channels_pending = false;
+        peer.restart_pending = false;
         let key = peer.key;
+        self.follow_ufrag(key);
         // Outgoing pts may have changed: relearn them.
         for t in self.router.tracks.values_mut() {
             for d in t.downs.iter_mut().filter(|d| d.sub == key) {
@@ -580,6 +696,9 @@ impl<S: Sink> Core<S> {
             ("rtp_dropped", c.rtp_dropped),
             ("keyframe_requests", c.keyframe_requests),
             ("unroutable", c.unroutable),
+            ("dropped_not_webrtc", c.dropped_not_webrtc),
+            ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
+            ("dropped_unknown_source", c.dropped_unknown_source),
             ("bad_datagrams", c.bad_datagrams),
             ("peers", self.peers.len() as u64),
             ("tracks", self.router.tracks.len() as u64),
@@ -613,9 +732,12 @@ impl<S: Sink> Core<S> {
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
-        let Some(key) = self.demux.route(source, data) else {
-            self.counters.unroutable += 1;
-            return;
+        let key = match self.demux.classify(source, data) {
+            Route::Peer(key) => key,
+            Route::Drop(why) => {
+                self.dropped(why, source, now);
+                return;
+            }
         };
         let Some(peer) = self.peers.get_mut(&key) else { return };
         if peer.closed {
@@ -643,6 +765,30 @@ impl<S: Sink> Core<S> {
         self.process(now);
     }
 
+    /// Count a datagram no peer gets; log a summary at most once per `DROP_LOG_EVERY`.
+    fn dropped(&mut self, why: Drop, source: SocketAddr, now: Instant) {
+        let c = &mut self.counters;
+        c.unroutable += 1;
+        match why {
+            Drop::NotWebrtc => c.dropped_not_webrtc += 1,
+            Drop::UnknownUfrag => c.dropped_unknown_ufrag += 1,
+            Drop::UnknownSource => c.dropped_unknown_source += 1,
+        }
+        self.drops_since_log += 1;
+        if self.drop_logged_at.is_none_or(|t| now >= t + DROP_LOG_EVERY) {
+            tracing::info!(
+                "dropped {} datagrams for no peer since the last report (latest: {why:?} from {source}); \
+                 totals: not WebRTC {}, unknown ufrag {}, unknown source {}",
+                self.drops_since_log,
+                c.dropped_not_webrtc,
+                c.dropped_unknown_ufrag,
+                c.dropped_unknown_source,
+            );
+            self.drop_logged_at = Some(now);
+            self.drops_since_log = 0;
+        }
+    }
+
     /// Give due peers their timeout (and flush forwarded RTP).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.flush(now);
@@ -659,7 +805,7 @@ impl<S: Sink> Core<S> {
                 }
                 if !peer.rtc.is_alive() && !peer.closed {
                     self.fail_peer(key, "closed");
-                } else if peer.ice_lost_at.is_some_and(|t| t + ICE_DISCONNECTED_GRACE <= now) {
+                } else if peer.ice_lost_at.is_some_and(|t| t + peer.ice_grace <= now) {
                     self.fail_peer(key, "ice disconnected");
                 }
             }

@@ -14,11 +14,86 @@ use crate::PeerKey;
 /// one is taught again by its next consent check).
 pub const MAX_ADDRS_PER_PEER: usize = 16;
 
+/// Local ufrags remembered per peer. An ICE restart gives a peer a new one; the
+/// previous stays routable while checks naming it may still be in flight, and a
+/// restart offer the client never answered must not push out the live one.
+pub const MAX_UFRAGS_PER_PEER: usize = 4;
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Peer(PeerKey),
+    Drop(Drop),
+}
+
+/// Why a datagram reached no peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Not STUN, DTLS, RTP or RTCP by its first byte (RFC 7983), from anyone.
+    NotWebrtc,
+    /// STUN from an unknown address that is no binding request naming a local ufrag.
+    UnknownUfrag,
+    /// DTLS, RTP or RTCP from an address no peer has used.
+    UnknownSource,
+}
+
+/// RFC 7983 demultiplexing by the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Stun,
+    Dtls,
+    Rtp,
+}
+
+impl Class {
+    fn of(datagram: &[u8]) -> Option<Self> {
+        match datagram.first()? {
+            0..=3 => Some(Self::Stun),
+            20..=63 => Some(Self::Dtls),
+            128..=191 => Some(Self::Rtp),
+            _ => None,
+        }
+    }
+}
+
+const STUN_HEADER: usize = 20;
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+const STUN_USERNAME: u16 = 0x0006;
+
+/// The local part of a binding request's USERNAME ("<ours>:<theirs>"), found by
+/// walking the attribute headers only: a pre-filter, so that a flood naming ufrags
+/// we do not have never reaches the full parser.
+pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    if datagram.len() < STUN_HEADER || datagram[0..2] != STUN_BINDING_REQUEST || datagram[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let declared = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    if declared + STUN_HEADER != datagram.len() {
+        return None;
+    }
+    let mut at = STUN_HEADER;
+    while at + 4 <= datagram.len() {
+        let typ = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]));
+        let value = datagram.get(at + 4..at + 4 + len)?;
+        if typ == STUN_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split_once(':').map(|(local, _)| local);
+        }
+        at += 4 + len.next_multiple_of(4);
+    }
+    None
+}
+
 /// Address and ufrag tables. Removing a peer removes all of its entries.
 #[derive(Debug, Default)]
 pub struct Demux {
     by_addr: HashMap<SocketAddr, PeerKey>,
     by_ufrag: HashMap<String, PeerKey>,
+    /// Invariant: `ufrags[k]` holds exactly the ufrags `u` with `by_ufrag[u] == k`,
+    /// oldest first, at most `MAX_UFRAGS_PER_PEER` of them.
+    ufrags: HashMap<PeerKey, VecDeque<String>>,
     /// Invariant: `addrs[k]` holds exactly the addresses `a` with `by_addr[a] == k`,
     /// in the order taught, at most `MAX_ADDRS_PER_PEER` of them.
     addrs: HashMap<PeerKey, VecDeque<SocketAddr>>,
@@ -27,7 +102,28 @@ pub struct Demux {
 impl Demux {
     /// Register a peer under its local ICE ufrag.
     pub fn add_peer(&mut self, ufrag: String, key: PeerKey) {
-        self.by_ufrag.insert(ufrag, key);
+        self.add_ufrag(key, ufrag);
+    }
+
+    /// Route binding requests naming `ufrag` to `key` too (an ICE restart), forgetting
+    /// the peer's oldest ufrag beyond the cap. A ufrag taken from another peer is
+    /// that peer's no more.
+    pub fn add_ufrag(&mut self, key: PeerKey, ufrag: String) {
+        if self.by_ufrag.get(&ufrag) == Some(&key) {
+            return;
+        }
+        if let Some(old) = self.by_ufrag.insert(ufrag.clone(), key) {
+            if let Some(list) = self.ufrags.get_mut(&old) {
+                list.retain(|u| *u != ufrag);
+            }
+        }
+        let list = self.ufrags.entry(key).or_default();
+        list.push_back(ufrag);
+        while list.len() > MAX_UFRAGS_PER_PEER {
+            if let Some(u) = list.pop_front() {
+                self.by_ufrag.remove(&u);
+            }
+        }
     }
 
     /// Forget a peer.
@@ -35,7 +131,9 @@ impl Demux {
         for a in self.addrs.remove(&key).unwrap_or_default() {
             self.by_addr.remove(&a);
         }
-        self.by_ufrag.retain(|_, k| *k != key);
+        for u in self.ufrags.remove(&key).unwrap_or_default() {
+            self.by_ufrag.remove(&u);
+        }
     }
 
     /// Bind `source` to `key`, forgetting the peer's oldest address beyond the cap.
@@ -61,17 +159,36 @@ impl Demux {
     /// USERNAME starts with a known local ufrag (re)binds the address, which covers
     /// first contact and NAT rebinding; anything else needs a known address.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<PeerKey> {
-        // STUN: first two bits zero, and magic cookie at bytes 4..8 (RFC 5389).
-        let is_stun = datagram.len() >= 20
-            && datagram[0] < 2
-            && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42];
-        if is_stun {
-            if let Some(key) = self.route_stun(datagram) {
-                self.teach(source, key);
-                return Some(key);
-            }
+        match self.classify(source, datagram) {
+            Route::Peer(key) => Some(key),
+            Route::Drop(_) => None,
         }
-        self.by_addr.get(&source).copied()
+    }
+
+    /// `route`, saying why a datagram is dropped. The media port is public, so
+    /// this runs for every datagram anyone sends: whatever is dropped is dropped
+    /// after a table lookup and a scan of the STUN header at most, without
+    /// parsing or allocating.
+    pub fn classify(&mut self, source: SocketAddr, datagram: &[u8]) -> Route {
+        let Some(class) = Class::of(datagram) else {
+            return Route::Drop(Drop::NotWebrtc);
+        };
+        if class == Class::Stun {
+            let ours = stun_local_ufrag(datagram).is_some_and(|local| self.by_ufrag.contains_key(local));
+            // Only a request naming one of ours pays for a full parse.
+            if let Some(key) = ours.then(|| self.route_stun(datagram)).flatten() {
+                self.teach(source, key);
+                return Route::Peer(key);
+            }
+            return match self.by_addr.get(&source) {
+                Some(&key) => Route::Peer(key),
+                None => Route::Drop(Drop::UnknownUfrag),
+            };
+        }
+        match self.by_addr.get(&source) {
+            Some(&key) => Route::Peer(key),
+            None => Route::Drop(Drop::UnknownSource),
+        }
     }
 
     fn route_stun(&self, datagram: &[u8]) -> Option<PeerKey> {
@@ -82,6 +199,11 @@ impl Demux {
         // USERNAME is "<receiver ufrag>:<sender ufrag>"; we are the receiver.
         let (local, _) = msg.split_username()?;
         self.by_ufrag.get(local).copied()
+    }
+
+    /// Number of ufrags routed (tests).
+    pub fn ufrag_count(&self) -> usize {
+        self.by_ufrag.len()
     }
 
     /// Number of known addresses (stats).
@@ -128,5 +250,56 @@ mod tests {
         assert_eq!(d.addr_count(), 1);
         d.remove_peer(2);
         assert_eq!(d.addr_count(), 0);
+    }
+
+    /// Issue 11: junk and STUN naming no peer are told apart and dropped before
+    /// any parsing; the pre-filter reads USERNAME as str0m's parser does.
+    #[test]
+    fn strangers_are_dropped_by_reason() {
+        let mut d = Demux::default();
+        d.add_peer("ufrag".into(), 1);
+        let known = SocketAddr::from(([192, 0, 2, 1], 1000));
+        let stranger = SocketAddr::from(([192, 0, 2, 9], 9000));
+        let ours = binding_request("ufrag:remote");
+        assert_eq!(stun_local_ufrag(&ours), Some("ufrag"));
+        assert_eq!(d.classify(known, &ours), Route::Peer(1));
+        let theirs = binding_request("other:remote");
+        assert_eq!(stun_local_ufrag(&theirs), Some("other"));
+        assert_eq!(d.classify(stranger, &theirs), Route::Drop(Drop::UnknownUfrag));
+        // From a peer's address, STUN still reaches the peer (str0m answers or not).
+        assert_eq!(d.classify(known, &theirs), Route::Peer(1));
+        assert_eq!(d.classify(stranger, b"\x80\x60rtp"), Route::Drop(Drop::UnknownSource));
+        assert_eq!(d.classify(stranger, b"\x16\xfe\xfd"), Route::Drop(Drop::UnknownSource));
+        for junk in [&b""[..], b"\x04", b"\x40 channel data", b"\xff"] {
+            assert_eq!(d.classify(known, junk), Route::Drop(Drop::NotWebrtc), "{junk:?}");
+        }
+        // Truncated or inconsistent headers never reach the parser.
+        assert_eq!(stun_local_ufrag(&ours[..ours.len() - 4]), None);
+        let mut bad_len = ours.clone();
+        bad_len[22..24].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(stun_local_ufrag(&bad_len), None);
+        assert_eq!(d.addr_count(), 1, "only the request naming a peer taught an address");
+    }
+
+    /// An ICE restart gives a peer a new local ufrag: binding requests naming it
+    /// reach the peer from a new address, the previous ufrag keeps working for a
+    /// while, and the table stays bounded and clean.
+    #[test]
+    fn restarted_ufrags_route_and_stay_bounded() {
+        let mut d = Demux::default();
+        d.add_peer("first".into(), 1);
+        d.add_ufrag(1, "second".into());
+        let moved = SocketAddr::from(([198, 51, 100, 7], 4000));
+        assert_eq!(d.classify(moved, &binding_request("second:remote")), Route::Peer(1));
+        assert_eq!(d.classify(moved, &binding_request("first:remote")), Route::Peer(1));
+        for i in 0..10 {
+            d.add_ufrag(1, format!("u{i}"));
+        }
+        assert_eq!(d.ufrag_count(), MAX_UFRAGS_PER_PEER);
+        let elsewhere = SocketAddr::from(([198, 51, 100, 8], 4000));
+        assert_eq!(d.classify(elsewhere, &binding_request("first:remote")), Route::Drop(Drop::UnknownUfrag));
+        assert_eq!(d.classify(elsewhere, &binding_request("u9:remote")), Route::Peer(1));
+        d.remove_peer(1);
+        assert_eq!((d.ufrag_count(), d.addr_count()), (0, 0));
     }
 }

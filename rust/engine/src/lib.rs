@@ -33,6 +33,9 @@ pub mod event;
 pub mod fuzz;
 pub mod keyframe;
 pub mod peer;
+pub mod pump;
+#[cfg(test)]
+mod resume_tests;
 pub mod rewrite;
 pub mod router;
 mod runloop;
@@ -43,7 +46,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::core::Core;
 pub use crate::error::{EngineError, Result};
@@ -67,7 +70,14 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     pub rtp_dropped: u64,
     pub keyframe_requests: u64,
+    /// Datagrams no peer got (the sum of the three `dropped_*`).
     pub unroutable: u64,
+    /// Not STUN, DTLS, RTP or RTCP by the first byte.
+    pub dropped_not_webrtc: u64,
+    /// STUN from an unknown address naming no local ufrag (or no binding request).
+    pub dropped_unknown_ufrag: u64,
+    /// DTLS/RTP/RTCP from an address no peer has used.
+    pub dropped_unknown_source: u64,
     pub bad_datagrams: u64,
 }
 
@@ -81,6 +91,16 @@ pub struct EngineConfig {
     /// Address put in candidates; defaults to `bind_ip` (or a guessed local
     /// address when binding the unspecified address).
     pub advertise_ip: Option<IpAddr>,
+    /// How long a peer's ICE may stay Disconnected before the peer is closed
+    /// (`core::ICE_DISCONNECTED_GRACE` by default).
+    pub ice_disconnected_grace: Duration,
+}
+
+impl EngineConfig {
+    /// `bind_ip` with an ephemeral port, no advertised address and the default grace.
+    pub fn new(bind_ip: IpAddr) -> Self {
+        Self { bind_ip, udp_port: 0, advertise_ip: None, ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE }
+    }
 }
 
 /// Handle to the engine thread. Dropping it (or `close`) stops the thread.
@@ -117,17 +137,19 @@ impl Engine {
             bound.ip()
         });
         let local_addr = SocketAddr::new(ip, bound.port());
+        let inbound = mio::net::UdpSocket::from_std(std_socket.try_clone()?);
         let socket = mio::net::UdpSocket::from_std(std_socket);
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
         let queue = Arc::new(EventQueue::new()?);
         let sink = runloop::UdpSink::new(socket);
-        let core = Core::new(sink, local_addr);
+        let mut core = Core::new(sink, local_addr);
+        core.set_ice_disconnected_grace(config.ice_disconnected_grace);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("pysfu-media".into())
-            .spawn(move || runloop::run(poll, core, rx, q))?;
+            .spawn(move || runloop::run(poll, core, inbound, rx, q))?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             waker,
@@ -196,6 +218,13 @@ impl Engine {
     pub fn create_offer(&self, peer_id: &str) -> Result<String> {
         let id = peer_id.to_string();
         self.call(move |c, now| c.create_offer(&id, now))
+    }
+
+    /// Subscriber: an offer that restarts ICE (new credentials); see
+    /// `Core::create_ice_restart_offer`.
+    pub fn create_ice_restart_offer(&self, peer_id: &str) -> Result<String> {
+        let id = peer_id.to_string();
+        self.call(move |c, now| c.create_ice_restart_offer(&id, now))
     }
 
     /// Subscriber: apply the answer.

@@ -1,7 +1,7 @@
 //! One PeerConnection: a str0m `Rtc` plus what the engine knows about it.
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
@@ -9,6 +9,7 @@ use str0m::media::{Mid, Rid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, Output, Rtc};
 
+use crate::router::TrackKey;
 use crate::PeerKey;
 
 /// Which of the participant's two PeerConnections this is.
@@ -39,8 +40,10 @@ pub struct Peer {
     pub next_timeout: Instant,
     pub connected: bool,
     /// When ICE last went Disconnected without recovering since; the peer fails
-    /// after `ICE_DISCONNECTED_GRACE`.
+    /// `ice_grace` later.
     pub ice_lost_at: Option<Instant>,
+    /// How long ICE may stay Disconnected (the engine's setting when the peer was made).
+    pub ice_grace: Duration,
     /// PeerClosed was emitted (or the peer is being removed): stay quiet.
     pub closed: bool,
     /// RTP was written since the last flush (listed in `Core::dirty`).
@@ -52,6 +55,14 @@ pub struct Peer {
     /// Subscriber: the server's data channels were put in an offer.
     pub channels_offered: bool,
     pub pending_offer: Option<SdpPendingOffer>,
+    /// Subscriber, while `pending_offer` is unanswered: what it added or changed,
+    /// to offer again if a new offer replaces it.
+    pub pending_mids: Vec<(TrackKey, Mid)>,
+    pub pending_orphans: Vec<Mid>,
+    pub channels_pending: bool,
+    pub restart_pending: bool,
+    /// Subscriber: an answer was accepted (the client's ICE credentials are known).
+    pub answered: bool,
     /// Subscriber: the last offer we made (repeated when nothing changed).
     pub last_offer: Option<String>,
     /// Subscriber: the outstanding offer is a repeat; its answer changes nothing.
@@ -68,7 +79,7 @@ pub struct Peer {
 
 impl Peer {
     /// Wrap a configured `Rtc`.
-    pub fn new(id: String, key: PeerKey, role: Role, rtc: Rtc, now: Instant) -> Self {
+    pub fn new(id: String, key: PeerKey, role: Role, rtc: Rtc, now: Instant, ice_grace: Duration) -> Self {
         Self {
             id,
             key,
@@ -77,6 +88,7 @@ impl Peer {
             next_timeout: now,
             connected: false,
             ice_lost_at: None,
+            ice_grace,
             closed: false,
             dirty: false,
             channels: HashMap::new(),
@@ -84,6 +96,11 @@ impl Peer {
             lossy: None,
             channels_offered: false,
             pending_offer: None,
+            pending_mids: Vec::new(),
+            pending_orphans: Vec::new(),
+            channels_pending: false,
+            restart_pending: false,
+            answered: false,
             last_offer: None,
             repeated_offer: false,
             msid_by_mid: HashMap::new(),
@@ -97,7 +114,7 @@ impl Peer {
     /// its ICE grace period.
     pub fn deadline(&self) -> Instant {
         match self.ice_lost_at {
-            Some(t) => self.next_timeout.min(t + crate::core::ICE_DISCONNECTED_GRACE),
+            Some(t) => self.next_timeout.min(t + self.ice_grace),
             None => self.next_timeout,
         }
     }

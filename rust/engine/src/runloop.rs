@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -14,15 +14,10 @@ use crate::batch::{Batch, MAX_BATCH};
 use crate::core::Core;
 use crate::event::EventQueue;
 use crate::peer::Sink;
+use crate::pump::{self, RECV_BUFFER_BYTES};
 
 pub(crate) const SOCKET: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
-
-/// Datagrams read per wake-up before commands and timers get a turn.
-const MAX_READS_PER_TURN: usize = 64;
-
-/// Largest datagram we accept; WebRTC stays far below.
-const RECV_BUFFER_BYTES: usize = 2048;
 
 /// A job run on the engine thread with exclusive access to the core.
 pub(crate) type Job = Box<dyn FnOnce(&mut Core<UdpSink>, Instant) + Send>;
@@ -58,20 +53,31 @@ impl Sink for UdpSink {
     }
 }
 
-pub(crate) fn run(mut poll: Poll, mut core: Core<UdpSink>, jobs: Receiver<Job>, queue: Arc<EventQueue>) {
+/// The engine thread. `inbound` is the shared socket's receiving handle (a
+/// duplicate of the sink's fd), so reading and the core's sending do not borrow
+/// each other.
+pub(crate) fn run(
+    mut poll: Poll,
+    mut core: Core<UdpSink>,
+    mut inbound: UdpSocket,
+    jobs: Receiver<Job>,
+    queue: Arc<EventQueue>,
+) {
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     if let Err(e) = poll
         .registry()
-        .register(&mut core.sink_mut().socket, SOCKET, Interest::READABLE)
+        .register(&mut inbound, SOCKET, Interest::READABLE)
     {
         tracing::error!("cannot register UDP socket: {e}");
         return;
     }
+    // False while the socket may still hold datagrams: readiness is edge-triggered,
+    // so leftovers raise no new event and the next wait must not sleep.
+    let mut drained = true;
     loop {
         let now = Instant::now();
-        let deadline = core.next_timeout(now);
-        let wait = deadline.saturating_duration_since(now);
+        let wait = if drained { core.next_timeout(now).saturating_duration_since(now) } else { Duration::ZERO };
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() != ErrorKind::Interrupted {
                 tracing::error!("poll failed: {e}");
@@ -91,19 +97,9 @@ pub(crate) fn run(mut poll: Poll, mut core: Core<UdpSink>, jobs: Receiver<Job>, 
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        for _ in 0..MAX_READS_PER_TURN {
-            match core.sink_mut().socket.recv_from(&mut buf) {
-                Ok((n, source)) => core.handle_datagram(source, &buf[..n], Instant::now()),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                // ICMP errors (ECONNREFUSED) surface here on Linux: skip them.
-                Err(_) => continue,
-            }
-        }
-        let now = Instant::now();
-        core.flush(now);
-        if core.next_timeout(now) <= now {
-            core.handle_timeout(now);
-        }
+        // A bounded burst of reads, then forwarded RTP, timers and sends; if the
+        // socket still holds datagrams, round again without sleeping.
+        drained = pump::turn(&mut core, &mut inbound, &mut buf, &mut Instant::now).drained;
         core.sink_mut().flush();
         queue.push_all(&mut core.events);
     }

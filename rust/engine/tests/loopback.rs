@@ -120,6 +120,7 @@ fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();
     engine.add_peer("pub", Role::Publisher).unwrap();
@@ -468,4 +469,54 @@ fn resubscribe_uses_a_fresh_m_line() {
     msids.dedup();
     assert_eq!(msids.len(), 3, "{fourth:?}");
     w.engine.close();
+}
+
+/// Issue 11: the run loop read at most 64 datagrams per wake-up and then slept
+/// until a timer (mio readiness is edge-triggered), so a backlog drained at 64
+/// datagrams per 100 ms. Here the engine thread is held by a slow command while
+/// 5000 datagrams queue up, then released.
+#[test]
+fn a_backlog_drains_without_waiting_for_timers() {
+    const BACKLOG: u64 = 5000;
+    let engine = Engine::start(EngineConfig {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        udp_port: 0,
+        advertise_ip: None,
+        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
+    })
+    .unwrap();
+    let target = engine.local_addr();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            engine
+                .call(move |_, _| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        });
+        held_rx.recv().unwrap();
+        // RTP-looking bytes from a stranger: read, classified and dropped.
+        let junk = [0x80u8, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4];
+        for _ in 0..BACKLOG {
+            sender.send_to(&junk, target).unwrap();
+        }
+        release_tx.send(()).unwrap();
+    });
+    let released = Instant::now();
+    let stat = |name: &str| engine.stats().unwrap().into_iter().find(|(k, _)| *k == name).unwrap().1;
+    // Each stats call wakes the engine too; 25 ms apart they would drain 64 per
+    // call before the fix, far from 5000 in the bound.
+    while stat("packets_in") < BACKLOG && released.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let took = released.elapsed();
+    eprintln!("backlog of {BACKLOG} drained in {took:?}");
+    assert_eq!(stat("packets_in"), BACKLOG, "every datagram of the backlog was read");
+    assert_eq!(stat("dropped_unknown_source"), BACKLOG);
+    assert!(took < Duration::from_millis(500), "backlog took {took:?}");
 }

@@ -4,6 +4,7 @@
 //! while it waits. Engine errors become `MediaError` in exactly one place,
 //! [`to_py`].
 use std::net::IpAddr;
+use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -155,15 +156,24 @@ struct MediaEngine {
 #[pymethods]
 impl MediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None))]
-    fn new(py: Python<'_>, bind_ip: &str, udp_port: u16, advertise_ip: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0))]
+    fn new(
+        py: Python<'_>,
+        bind_ip: &str,
+        udp_port: u16,
+        advertise_ip: Option<&str>,
+        ice_disconnected_grace: f64,
+    ) -> PyResult<Self> {
+        let ice_disconnected_grace = Duration::try_from_secs_f64(ice_disconnected_grace).map_err(|_| {
+            PyValueError::new_err(format!("bad ice_disconnected_grace {ice_disconnected_grace:?} (seconds, >= 0)"))
+        })?;
         let bind_ip: IpAddr = bind_ip
             .parse()
             .map_err(|_| PyValueError::new_err(format!("bad bind_ip {bind_ip:?}")))?;
         let advertise_ip = advertise_ip
             .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ip {a:?}"))))
             .transpose()?;
-        let config = EngineConfig { bind_ip, udp_port, advertise_ip };
+        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace };
         let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
         Ok(Self { engine })
     }
@@ -200,8 +210,16 @@ impl MediaEngine {
         py.allow_threads(|| self.engine.accept_offer(peer_id, sdp)).map_err(to_py)
     }
 
-    fn create_offer(&self, py: Python<'_>, peer_id: &str) -> PyResult<String> {
-        py.allow_threads(|| self.engine.create_offer(peer_id)).map_err(to_py)
+    #[pyo3(signature = (peer_id, *, ice_restart = false))]
+    fn create_offer(&self, py: Python<'_>, peer_id: &str, ice_restart: bool) -> PyResult<String> {
+        py.allow_threads(|| {
+            if ice_restart {
+                self.engine.create_ice_restart_offer(peer_id)
+            } else {
+                self.engine.create_offer(peer_id)
+            }
+        })
+        .map_err(to_py)
     }
 
     fn accept_answer(&self, py: Python<'_>, peer_id: &str, sdp: &str) -> PyResult<()> {

@@ -1,5 +1,5 @@
-//! Target `demux`: the address/ufrag tables under peer churn and hostile
-//! datagrams. Invariants: a datagram never routes to a removed peer; a STUN
+//! Target `demux`: the address/ufrag tables under peer churn, ICE restarts
+//! (a live peer's new ufrag) and hostile datagrams. Invariants: a datagram never routes to a removed peer; a STUN
 //! binding request naming a live peer's ufrag routes to it and teaches the
 //! address; anything else from an unknown address is unroutable.
 use std::collections::{HashMap, VecDeque};
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use str0m::ice::{StunMessage, TransId};
 
 use super::reader::{Reader, Writer};
-use crate::demux::{Demux, MAX_ADDRS_PER_PEER};
+use crate::demux::{Demux, Drop, Route, MAX_ADDRS_PER_PEER, MAX_UFRAGS_PER_PEER};
 use crate::PeerKey;
 
 const UFRAGS: [&str; 4] = ["aaaa", "bbbb", "aaaab", "c:d"];
@@ -56,6 +56,25 @@ pub fn run(data: &[u8]) {
             by_addr.remove(&gone);
         }
     };
+    // Per peer, its ufrags oldest first (an ICE restart adds one; the engine caps them).
+    let mut ufrags: HashMap<PeerKey, VecDeque<&str>> = HashMap::new();
+    let add_ufrag = |by_ufrag: &mut HashMap<&'static str, PeerKey>,
+                     ufrags: &mut HashMap<PeerKey, VecDeque<&'static str>>,
+                     ufrag: &'static str,
+                     k: PeerKey| {
+        if by_ufrag.get(ufrag) == Some(&k) {
+            return;
+        }
+        if let Some(old) = by_ufrag.insert(ufrag, k) {
+            ufrags.entry(old).or_default().retain(|u| *u != ufrag);
+        }
+        let list = ufrags.entry(k).or_default();
+        list.push_back(ufrag);
+        if list.len() > MAX_UFRAGS_PER_PEER {
+            let gone = list.pop_front().expect("longer than the cap");
+            by_ufrag.remove(gone);
+        }
+    };
     let mut ops = 0;
     while !r.is_empty() && ops < 256 {
         ops += 1;
@@ -63,18 +82,21 @@ pub fn run(data: &[u8]) {
             0 => {
                 let key = PeerKey::from(r.u8() % 8);
                 let ufrag = r.pick(&UFRAGS);
-                if live.contains_key(&key) {
-                    continue;
+                if let std::collections::hash_map::Entry::Vacant(e) = live.entry(key) {
+                    demux.add_peer(ufrag.to_string(), key);
+                    e.insert(ufrag);
+                } else {
+                    // An ICE restart: the live peer gets another local ufrag.
+                    demux.add_ufrag(key, ufrag.to_string());
                 }
-                demux.add_peer(ufrag.to_string(), key);
-                live.insert(key, ufrag);
-                by_ufrag.insert(ufrag, key);
+                add_ufrag(&mut by_ufrag, &mut ufrags, ufrag, key);
             }
             1 => {
                 let key = PeerKey::from(r.u8() % 8);
                 demux.remove_peer(key);
                 live.remove(&key);
                 by_ufrag.retain(|_, k| *k != key);
+                ufrags.remove(&key);
                 by_addr.retain(|_, k| *k != key);
                 order.remove(&key);
             }
@@ -110,16 +132,28 @@ pub fn run(data: &[u8]) {
                     dg[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
                     dg[0] &= 0x01;
                 }
-                let got = demux.route(source, &dg);
-                if let Some(k) = got {
-                    assert!(live.contains_key(&k), "routed to removed peer {k}");
-                    teach(&mut by_addr, &mut order, source, k);
-                } else {
-                    assert_eq!(by_addr.get(&source), None, "known address {source} unroutable");
+                let got = demux.classify(source, &dg);
+                // RFC 7983: STUN 0-3, DTLS 20-63, RTP/RTCP 128-191; the rest is
+                // nobody's, even from a peer's address.
+                let webrtc = matches!(dg.first(), Some(0..=3 | 20..=63 | 128..=191));
+                match got {
+                    Route::Peer(k) => {
+                        assert!(webrtc, "non-WebRTC bytes {:?} routed", dg.first());
+                        assert!(live.contains_key(&k), "routed to removed peer {k}");
+                        teach(&mut by_addr, &mut order, source, k);
+                    }
+                    Route::Drop(Drop::NotWebrtc) => assert!(!webrtc, "WebRTC bytes dropped as junk"),
+                    Route::Drop(why) => {
+                        assert!(webrtc, "{why:?} for non-WebRTC bytes");
+                        assert_eq!(by_addr.get(&source), None, "known address {source} unroutable ({why:?})");
+                        let stun = dg.first().is_some_and(|b| *b <= 3);
+                        assert_eq!(why == Drop::UnknownUfrag, stun, "{why:?} for first byte {:?}", dg.first());
+                    }
                 }
             }
         }
         assert_eq!(demux.addr_count(), by_addr.len(), "address table size");
+        assert_eq!(demux.ufrag_count(), by_ufrag.len(), "ufrag table size");
         assert!(order.values().all(|l| l.len() <= MAX_ADDRS_PER_PEER));
     }
 }

@@ -12,7 +12,9 @@
 //! | `rewrite`  | keyframe detection, seq/ts and VP8 picture-id rewriting        |
 //! | `sdp`      | SDP helpers, `accept_offer`/`accept_answer` with fuzzed SDP    |
 //! | `datagram` | a live `Core` (publisher + 2 subscribers) fed STUN/DTLS/SRTP/SRTCP from fuzzed addresses |
+//! | `burst`    | run-loop read turns under bursts of thousands of datagrams (junk, unknown-ufrag STUN, errors, real SRTP) |
 //! | `router`   | the same `Core` driven by publish/subscribe/mute/packet events, checked against a model |
+mod burst;
 mod demux;
 mod reader;
 mod rewrite;
@@ -32,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sdp", sdp::run),
     ("datagram", session::run_datagram),
     ("router", session::run_router),
+    ("burst", burst::run),
 ];
 
 /// Target `demux`.
@@ -59,6 +62,11 @@ pub fn router(data: &[u8]) {
     session::run_router(data)
 }
 
+/// Target `burst`.
+pub fn burst(data: &[u8]) {
+    burst::run(data)
+}
+
 /// Seed inputs built from real traffic (str0m's own writers and a live `Core`),
 /// written to `fuzz/rust/corpus/<target>/` by `cargo test -p pysfu-engine --
 /// --ignored write_seed_corpus`.
@@ -78,6 +86,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, data) in session::seeds_router() {
         out.push(("router", name, data));
+    }
+    for (name, data) in burst::seeds() {
+        out.push(("burst", name, data));
     }
     out
 }

@@ -53,11 +53,11 @@ pub fn sha1_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
     str0m::crypto::from_feature_flags().sha1_hmac_provider.sha1_hmac(key, parts)
 }
 
-const ENGINE: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
-const PUB_ADDR: ([u8; 4], u16) = ([10, 0, 1, 1], 40000);
-const SUB_ADDRS: [([u8; 4], u16); 2] = [([10, 0, 2, 1], 40000), ([10, 0, 2, 2], 40000)];
-const SUB_IDS: [&str; 2] = ["sub0", "sub1"];
-const TRACKS: [&str; 4] = ["T0", "T1", "T2", "T3"];
+pub(super) const ENGINE: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
+pub(super) const PUB_ADDR: ([u8; 4], u16) = ([10, 0, 1, 1], 40000);
+pub(super) const SUB_ADDRS: [([u8; 4], u16); 2] = [([10, 0, 2, 1], 40000), ([10, 0, 2, 2], 40000)];
+pub(super) const SUB_IDS: [&str; 2] = ["sub0", "sub1"];
+pub(super) const TRACKS: [&str; 4] = ["T0", "T1", "T2", "T3"];
 /// Publisher SSRCs the fuzzer picks from.
 const PUB_SSRCS: [u32; 6] = [0x1111_0001, 0x1111_0002, 0x1111_0003, 0x2222_0001, 0x2222_0002, 0x3333_0001];
 const RIDS: [Option<&str>; 5] = [None, Some("q"), Some("h"), Some("f"), Some("x")];
@@ -102,8 +102,8 @@ fn derive(crypto: &CryptoProvider, mat: &[u8], label: u8, out: &mut [u8]) {
 }
 
 /// Per subscriber: the client that answers our offers, and what the latest offer says.
-struct Sub {
-    client: Rtc,
+pub(super) struct Sub {
+    pub(super) client: Rtc,
     /// Primary SSRC of each m-line in the latest offer -> (track id, sending).
     ssrcs: HashMap<u32, (String, bool)>,
 }
@@ -116,24 +116,24 @@ struct MTrack {
     subs: [bool; 2],
 }
 
-struct World {
-    core: Core<VecSink>,
-    now: Instant,
+pub(super) struct World {
+    pub(super) core: Core<VecSink>,
+    pub(super) now: Instant,
     mat: Vec<u8>,
     srtp: TestSrtp,
     rtcp_auth: [u8; 20],
     srtcp_index: u32,
     exts: ExtensionMap,
-    mids: Vec<Mid>,
+    pub(super) mids: Vec<Mid>,
     pts: Vec<(u8, CodecKind)>,
-    subs: Vec<Sub>,
+    pub(super) subs: Vec<Sub>,
     model: HashMap<&'static str, MTrack>,
     /// (seq, ts, picture id) per publisher SSRC.
     streams: HashMap<u32, (u64, u32, u16)>,
     tag: u32,
 }
 
-fn addr(a: ([u8; 4], u16)) -> SocketAddr {
+pub(super) fn addr(a: ([u8; 4], u16)) -> SocketAddr {
     SocketAddr::from(a)
 }
 
@@ -169,7 +169,7 @@ fn offer_ssrcs(sdp: &str) -> HashMap<u32, (String, bool)> {
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let now = Instant::now();
         let crypto = str0m::crypto::from_feature_flags();
         let mat = keying_material();
@@ -269,7 +269,7 @@ impl World {
 
     /// One publisher RTP packet on a fuzzed m-line, SRTP-protected with the
     /// engine's receive keys.
-    fn rtp(&mut self, r: &mut Reader) -> (usize, Vec<u8>) {
+    pub(super) fn rtp(&mut self, r: &mut Reader) -> (usize, Vec<u8>) {
         let mid_i = r.below(self.mids.len());
         let ssrc = r.pick(&PUB_SSRCS);
         let rid = r.pick(&RIDS);
@@ -461,7 +461,7 @@ impl World {
 }
 
 /// Offer from the engine, answer from the subscriber's client.
-fn negotiate(core: &mut Core<VecSink>, now: Instant, i: usize, sub: &mut Sub) {
+pub(super) fn negotiate(core: &mut Core<VecSink>, now: Instant, i: usize, sub: &mut Sub) {
     let offer = match core.create_offer(SUB_IDS[i], now) {
         Ok(o) => o,
         Err(EngineError::NothingToNegotiate(_)) => return,
@@ -477,7 +477,7 @@ fn negotiate(core: &mut Core<VecSink>, now: Instant, i: usize, sub: &mut Sub) {
         .expect("engine accepts the client's answer to its own offer");
 }
 
-fn stun(username: &str, use_candidate: bool, password: Option<&[u8]>) -> Vec<u8> {
+pub(super) fn stun(username: &str, use_candidate: bool, password: Option<&[u8]>) -> Vec<u8> {
     let msg = StunMessage::binding_request(username, TransId::new(), true, 7, 0x6e00_1eff, use_candidate);
     let mut buf = vec![0u8; 1500];
     let n = msg.to_bytes(password, &mut buf, sha1_hmac).expect("a small request fits 1500 bytes");

@@ -95,8 +95,13 @@ fn smoke_router() {
 }
 
 #[test]
+fn smoke_burst() {
+    smoke("burst", 40);
+}
+
+#[test]
 fn every_target_has_a_smoke_test() {
-    assert_eq!(TARGETS.len(), 5);
+    assert_eq!(TARGETS.len(), 6);
 }
 
 /// Regenerates the seed corpus: `cargo test -p pysfu-engine --lib -- --ignored write_seed_corpus`.
