@@ -42,6 +42,7 @@ from .rtc.room import Room, ServerIdentity
 from .runtime.agents import AgentRuntime
 from .runtime.manager import RoomDefaults, RoomManager, RoomPolicy
 from .runtime.ports import NullWebhookSink, WebhookSink
+from .runtime.sessions import RESUME_WINDOW_S
 from .runtime.webhooks import WebhookSender
 from .signal.connection import MAX_FRAME_BYTES
 
@@ -160,6 +161,9 @@ class Server:
             bind_ip="0.0.0.0" if bind_ip in ("", "::") else bind_ip,
             udp_port=self.config.udp_port,
             advertise_ip=self.config.node_ip,
+            # A frozen client's peers must outlive its resume window: its session
+            # waits that long, and its media comes back on thaw without new peers.
+            ice_disconnected_grace=RESUME_WINDOW_S + 5.0,
         )
         self.udp_port = engine.udp_port
         self.media = EngineMediaPlane(self.manager, engine)

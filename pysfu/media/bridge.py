@@ -135,11 +135,16 @@ class EngineMediaPlane:
             self._renegotiate(sid)
 
     def resumed(self, sid: str, *, ice_restart: bool) -> None:
-        """The client's signal is back. Offers made while it was away wait in its
-        session and follow the ReconnectResponse; nothing else to redo while the
-        engine kept its peers."""
-        if sid in self._participants:
-            log.debug("%s resumed (ice restart asked: %s)", sid, ice_restart)
+        """The client's signal is back. As the reference does on a v0 resume, the
+        subscriber side gets a fresh offer with new ICE credentials: its transport may
+        have failed while the signal was away, and any offer made in the gap is void
+        (the manager discards queued ones). The publisher side restarts ICE from the
+        client's own offer."""
+        pm = self._participants.get(sid)
+        if pm is None:
+            return
+        log.debug("%s resumed (ice restart asked: %s)", sid, ice_restart)
+        self._send_offer(sid, pm.negotiator.restart(), ice_restart=True)
 
     def participant_removed(self, sid: str) -> None:
         pm = self._participants.pop(sid, None)
@@ -301,8 +306,12 @@ class EngineMediaPlane:
         if offer_id is not None:
             self._send_offer(sid, offer_id)
 
-    def _send_offer(self, sid: str, offer_id: int) -> None:
-        sdp = self.engine.create_offer(sub_peer(sid))
+    def _send_offer(self, sid: str, offer_id: int, *, ice_restart: bool = False) -> None:
+        try:
+            sdp = self.engine.create_offer(sub_peer(sid), ice_restart=ice_restart)
+        except _core.MediaError as exc:
+            log.warning("%s: no subscriber offer: %s", sid, exc)
+            return
         log.debug("%s: subscriber offer %d:\n%s", sid, offer_id, sdp)
         self.manager.send(
             sid,

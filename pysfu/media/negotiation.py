@@ -7,6 +7,7 @@ would put the client's PeerConnection in have-remote-offer twice, which it rejec
 STABLE    --changed-->  OFFERING  (make an offer now)
 OFFERING  --changed-->  OFFERING  (remember: offer again after the answer)
 OFFERING  --answered--> STABLE, or OFFERING again if changes were remembered
+any       --restart-->  OFFERING  (a resume: a new offer with new ICE credentials)
 """
 
 import enum
@@ -35,6 +36,15 @@ class Negotiator:
             self.pending = True
             return None
         self.state = NegotiationState.OFFERING
+        self.offer_id += 1
+        return self.offer_id
+
+    def restart(self) -> int:
+        """The client's signal came back (a resume): whatever offer was outstanding is
+        void (it may never have arrived, or its answer was lost), so a new offer, with
+        new ICE credentials, goes out now. Returns its id."""
+        self.state = NegotiationState.OFFERING
+        self.pending = False
         self.offer_id += 1
         return self.offer_id
 

@@ -431,7 +431,11 @@ class Room:
                 node_id=s.node_id,
             ),
             subscriber_primary=True,
-            fast_publish=False,
+            # As the reference: a participant that may publish sets up its publisher
+            # PeerConnection (and data channels) at once; without it a first data
+            # packet negotiates lazily, and one sent while the signal is down leaves
+            # the publisher mid-offer when a resume restarts ICE.
+            fast_publish=p.permission.can_publish,
             ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s,
         )

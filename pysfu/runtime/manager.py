@@ -334,6 +334,8 @@ class RoomManager:
         log.info("%s resumes its session", p.sid)
         first = rtc.SignalResponse(reconnect=self.reconnect_response(room, p))
         self.apply(room, room.state_update(p.sid))
+        session.discard_pending("offer")
+        session.discard_pending("trickle")
         self.media.resumed(p.sid, ice_restart=ice_restart)
         self.refresh_token(room, p.sid)
         return session, first

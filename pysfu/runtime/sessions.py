@@ -182,6 +182,10 @@ class ParticipantSession:
             old.cancel_scope.cancel()
             self.detach(old, now=now)
 
+    def discard_pending(self, kind: str) -> None:
+        """Forget queued messages of ``kind`` (a resume voids offers made in the gap)."""
+        self._pending = deque(m for m in self._pending if m.WhichOneof("message") != kind)
+
     def drop_connection(self) -> None:
         """End the current connection (it stopped answering) but not the session."""
         if self.attachment is not None:
