@@ -21,6 +21,9 @@ __all__ = [
 def core_version() -> str:
     """Version of the compiled media core."""
 
+def interface_addresses() -> list[tuple[str, str, bool, bool]]:
+    """Every interface address as ``(interface, ip, up, loopback)`` (getifaddrs)."""
+
 class MediaError(Exception):
     """An error reported by the media engine (unknown peer/track, bad SDP or
     candidate, data channel not open, engine closed...)."""
@@ -98,6 +101,8 @@ class MediaEngine:
         udp_port: int = 7882,
         advertise_ip: str | None = None,
         ice_disconnected_grace: float = 10.0,
+        advertise_ips: list[str] = ...,
+        tcp_port: int | None = None,
     ) -> MediaEngine:
         """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
         ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
@@ -105,11 +110,20 @@ class MediaEngine:
         a peer's ICE may stay disconnected before the peer is closed (``PeerClosed``
         with reason ``"ice disconnected"``); a control plane that keeps a frozen
         client's session through a resume window passes at least that window.
+        ``advertise_ips``, when given, lists every address put in host candidates (it
+        replaces ``advertise_ip``); a socket bound to a wildcard reports which one each
+        datagram reached. ``tcp_port`` adds passive ICE-TCP host candidates on that
+        port for every advertised address (0: ephemeral; None: UDP only).
         Raises MediaError if binding fails, ValueError for a negative or non-finite
         grace."""
     @property
     def udp_port(self) -> int:
         """The bound UDP port."""
+    @property
+    def tcp_port(self) -> int | None:
+        """The bound ICE-TCP port, or None without TCP."""
+    def advertised(self) -> list[tuple[str, str, int]]:
+        """Advertised host candidates as ``("udp" | "tcp", ip, port)``."""
     def wake_fd(self) -> int:
         """A fd that turns readable when events are pending (for
         ``trio.lowlevel.wait_readable``). ``drain_events`` clears it."""

@@ -7,7 +7,14 @@ configure pysfu, so an existing ``livekit.yaml`` keeps working:
 
     port: 7880
     bind_addresses: ["0.0.0.0"]
-    rtc: {udp_port: 7882, node_ip: 203.0.113.7}
+    rtc:
+      udp_port: 7882
+      tcp_port: 7881                   # ICE over TCP; 0 = any free port
+      node_ip: 203.0.113.7             # else: every usable interface address
+      interfaces: {includes: [eth0]}   # or excludes; by interface name
+      ips: {excludes: [10.0.0.0/8]}    # or includes; CIDR prefixes
+      use_external_ip: false           # true: add the address STUN reports
+      stun_servers: ["stun.example.com:3478"]
     keys: {APIkey: a-secret-of-at-least-32-characters}
     room: {empty_timeout: 300, departure_timeout: 20}
     webhook: {api_key: APIkey, urls: ["https://example.com/hook"]}
@@ -19,8 +26,8 @@ Sources, weakest first: built-in defaults, the YAML (``--config`` file, else
 ``--dev`` supplies the well-known ``devkey: secret`` pair when no keys are given and
 binds to loopback unless told otherwise.
 
-Keys livekit-server knows but pysfu does not implement (``redis``, ``turn``,
-``rtc.tcp_port``...) are reported as warnings and ignored, so a production file loads; a
+Keys livekit-server knows but pysfu does not implement (``redis``, ``turn``...) are
+reported as warnings and ignored, so a production file loads; a
 value of the wrong shape is a :class:`ConfigError` naming the key.
 """
 
@@ -46,6 +53,10 @@ DEFAULT_PORT = 7880
 """HTTP/WebSocket signalling port, livekit-server's default."""
 DEFAULT_UDP_PORT = 7882
 """Single UDP port for all WebRTC media, livekit-server's default in dev mode."""
+DEFAULT_TCP_PORT = 7881
+"""ICE-over-TCP port (passive host candidates), livekit-server's ``rtc.tcp_port``."""
+DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "global.stun.twilio.com:3478")
+"""Asked for the external address when ``rtc.use_external_ip`` names no servers."""
 DEFAULT_EMPTY_TIMEOUT_S = 300.0
 """A room nobody ever joined closes after this long."""
 DEFAULT_DEPARTURE_TIMEOUT_S = 20.0
@@ -68,7 +79,17 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
     "key_file": None,
     "log_level": None,
     "development": None,
-    "rtc": frozenset({"udp_port", "node_ip"}),
+    "rtc": frozenset(
+        {
+            "udp_port",
+            "tcp_port",
+            "node_ip",
+            "interfaces",
+            "ips",
+            "use_external_ip",
+            "stun_servers",
+        }
+    ),
     "room": frozenset(
         {"empty_timeout", "departure_timeout", "auto_create", "enable_remote_unmute"}
     ),
@@ -127,7 +148,23 @@ class Config:
     log_level: str = "info"
     """``debug``, ``info``, ``warn`` or ``error``."""
     node_ip: str | None = None
-    """IP advertised in ICE candidates; :func:`load_config` always fills it in."""
+    """The one IP advertised in ICE candidates; None: the bind address, or every usable
+    interface address when bound to a wildcard (see :mod:`pysfu.media.addresses`)."""
+    tcp_port: int | None = DEFAULT_TCP_PORT
+    """ICE-over-TCP port (0 = any free port, None = UDP only)."""
+    interfaces_include: tuple[str, ...] = ()
+    """``rtc.interfaces.includes``: only these interfaces' addresses are advertised."""
+    interfaces_exclude: tuple[str, ...] = ()
+    """``rtc.interfaces.excludes``: these interfaces' addresses are not."""
+    ips_include: tuple[str, ...] = ()
+    """``rtc.ips.includes``: only addresses in these CIDR prefixes are advertised."""
+    ips_exclude: tuple[str, ...] = ()
+    """``rtc.ips.excludes``: addresses in these prefixes are not."""
+    use_external_ip: bool = False
+    """``rtc.use_external_ip``: ask STUN servers for the public address and advertise it
+    first."""
+    stun_servers: tuple[str, ...] = DEFAULT_STUN_SERVERS
+    """``rtc.stun_servers`` as ``host:port``, asked when :attr:`use_external_ip`."""
     auto_create: bool = True
     """``room.auto_create``: a join may create the room its token names."""
     enable_remote_unmute: bool = False
@@ -207,14 +244,23 @@ def load_config(
     final_udp = _udp_port(
         udp_port if udp_port is not None else rtc.get("udp_port", DEFAULT_UDP_PORT)
     )
+    final_tcp = _port(rtc.get("tcp_port", DEFAULT_TCP_PORT), "rtc.tcp_port")
+    interfaces = _include_exclude(rtc.get("interfaces"), "rtc.interfaces", _name)
+    ips = _include_exclude(rtc.get("ips"), "rtc.ips", _cidr)
+    use_external_ip = _bool(rtc.get("use_external_ip", False), "rtc.use_external_ip")
+    stun_servers: tuple[str, ...] = DEFAULT_STUN_SERVERS
+    if rtc.get("stun_servers") is not None:
+        stun_servers = _stun_servers(rtc["stun_servers"])
 
+    advertised: str | None
     if node_ip is not None:
         advertised = _ip(node_ip, "--node-ip")
     elif rtc.get("node_ip") is not None:
         advertised = _ip(_str(rtc["node_ip"], "rtc.node_ip"), "rtc.node_ip")
     else:
+        # A wildcard bind advertises the interfaces' addresses, chosen at start-up.
         advertised = _default_node_ip(bind_addresses)
-        if not dev and ipaddress.ip_address(advertised).is_loopback:
+        if not dev and advertised is not None and ipaddress.ip_address(advertised).is_loopback:
             warnings.append(
                 f"rtc.node_ip not set: advertising {advertised}, reachable only from "
                 "this machine; set rtc.node_ip to the address clients can reach"
@@ -267,6 +313,13 @@ def load_config(
         webhook_urls=webhook_urls,
         log_level=log_level,
         node_ip=advertised,
+        tcp_port=final_tcp,
+        interfaces_include=interfaces[0],
+        interfaces_exclude=interfaces[1],
+        ips_include=ips[0],
+        ips_exclude=ips[1],
+        use_external_ip=use_external_ip,
+        stun_servers=stun_servers,
         auto_create=auto_create,
         enable_remote_unmute=enable_remote_unmute,
     )
@@ -391,9 +444,55 @@ def _bind_addresses(value: object) -> tuple[str, ...]:
     return tuple(_ip(_str(v, key), key) for v in value)
 
 
-def _default_node_ip(bind_addresses: tuple[str, ...]) -> str:
+def _default_node_ip(bind_addresses: tuple[str, ...]) -> str | None:
     first = ipaddress.ip_address(bind_addresses[0])
-    return "127.0.0.1" if first.is_unspecified else str(first)
+    return None if first.is_unspecified else str(first)
+
+
+def _name(value: object, key: str) -> str:
+    return _str(value, key).strip()
+
+
+def _cidr(value: object, key: str) -> str:
+    text = _str(value, key).strip()
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ConfigError(f"{key}: {_show(value)} is not an IP prefix (CIDR)") from None
+
+
+def _include_exclude(value: object, key: str, item: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """livekit-server's ``{includes: [...], excludes: [...]}`` filter shape."""
+    if value is None:
+        return (), ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key}: expected {{includes: [...], excludes: [...]}}, got {_show(value)}"
+        )
+    unknown = set(value) - {"includes", "excludes"}
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {sorted(map(str, unknown))} (includes, excludes)")
+    out: list[tuple[str, ...]] = []
+    for part in ("includes", "excludes"):
+        entries = value.get(part) or []
+        if not isinstance(entries, list):
+            raise ConfigError(f"{key}.{part}: expected a list, got {_show(entries)}")
+        out.append(tuple(item(e, f"{key}.{part}") for e in entries))
+    return out[0], out[1]
+
+
+def _stun_servers(value: object) -> tuple[str, ...]:
+    key = "rtc.stun_servers"
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of host:port, got {_show(value)}")
+    out = []
+    for entry in value:
+        text = _str(entry, key).strip()
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{key}: {_show(entry)} is not host:port")
+        out.append(text)
+    return tuple(out)
 
 
 def _urls(value: object, key: str) -> tuple[str, ...]:

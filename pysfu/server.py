@@ -36,6 +36,7 @@ from .api import _hypercorn_fix
 from .api.http import App
 from .config import Config
 from .demo import demo_routes
+from .media import addresses, stun
 from .media.bridge import EngineMediaPlane
 from .rtc.dispatch import Worker
 from .rtc.room import Room, ServerIdentity
@@ -124,6 +125,10 @@ class Server:
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
         self.udp_port: int = config.udp_port
         """The media UDP port actually bound (differs from config when 0)."""
+        self.tcp_port: int | None = config.tcp_port
+        """The ICE-TCP port actually bound (None: UDP only)."""
+        self.advertised: list[tuple[str, str, int]] = []
+        """Host candidates while serving, as ``("udp" | "tcp", ip, port)``."""
         self.media: EngineMediaPlane | None = None
         """The engine's media plane while serving."""
         self._stop = trio.Event()
@@ -157,15 +162,22 @@ class Server:
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("pysfu.http")
         bind_ip = self.config.bind_addresses[0] if self.config.bind_addresses else "0.0.0.0"
+        bind_ip = bind_ip or "0.0.0.0"
+        choice = await self._choose_addresses(bind_ip)
         engine = _core.MediaEngine(
-            bind_ip="0.0.0.0" if bind_ip in ("", "::") else bind_ip,
+            bind_ip=bind_ip,
             udp_port=self.config.udp_port,
-            advertise_ip=self.config.node_ip,
+            advertise_ips=list(choice.ips),
+            tcp_port=self.config.tcp_port,
             # A frozen client's peers must outlive its resume window: its session
             # waits that long, and its media comes back on thaw without new peers.
             ice_disconnected_grace=RESUME_WINDOW_S + 5.0,
         )
         self.udp_port = engine.udp_port
+        self.tcp_port = engine.tcp_port
+        self.advertised = engine.advertised()
+        _log_choice(choice, self.advertised)
+        self.app.media_loopback_only = choice.loopback_only
         self.media = EngineMediaPlane(self.manager, engine)
         self.manager.media = self.media
         async with trio.open_nursery() as nursery:
@@ -189,6 +201,27 @@ class Server:
             await self._stop.wait()
             nursery.cancel_scope.cancel()
         self._stopped.set()
+
+    async def _choose_addresses(self, bind_ip: str) -> addresses.Choice:
+        external = None
+        if self.config.use_external_ip:
+            # As the reference: a server told to find its public address and unable
+            # to does not start advertising a private one.
+            external, asked = await stun.discover(self.config.stun_servers)
+            log.info("media: STUN server %s sees this host as %s", asked, external)
+        return addresses.choose(
+            bind_ip=bind_ip,
+            node_ip=self.config.node_ip,
+            interfaces=[
+                addresses.InterfaceAddress(name, ip, up, loopback)
+                for name, ip, up, loopback in _core.interface_addresses()
+            ],
+            interfaces_include=self.config.interfaces_include,
+            interfaces_exclude=self.config.interfaces_exclude,
+            ips_include=self.config.ips_include,
+            ips_exclude=self.config.ips_exclude,
+            external_ip=external,
+        )
 
     async def aclose(self) -> None:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""
@@ -277,3 +310,12 @@ class Server:
     def list_dispatches(self, room: str) -> list[agent_dispatch.AgentDispatch]:
         """As Twirp ListDispatch: the room's dispatches with their jobs' states."""
         return self.agents.list_dispatches(room)
+
+
+def _log_choice(choice: addresses.Choice, advertised: list[tuple[str, str, int]]) -> None:
+    shown = ", ".join(f"{proto} {_bind_string(ip, port)}" for proto, ip, port in advertised)
+    why = "; ".join(n for n in choice.notes if not n.startswith("warning: "))
+    log.info("media: advertising %s (%s)", shown, why)
+    for note in choice.notes:
+        if note.startswith("warning: "):
+            log.warning("media: %s", note.removeprefix("warning: "))

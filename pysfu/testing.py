@@ -153,6 +153,7 @@ def make_config(**overrides: Any) -> Config:
         "bind_addresses": ("127.0.0.1",),
         "port": 0,
         "udp_port": 0,
+        "tcp_port": 0,
     }
     base.update(overrides)
     return Config(**base)

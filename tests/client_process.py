@@ -121,10 +121,21 @@ async def client_process(argv: list[str], name: str) -> AsyncIterator[ClientProc
         await client.aclose()
 
 
-def python_client(url: str, token: str, name: str, *, tone: bool = False) -> Any:
+def python_client(
+    url: str, token: str, name: str, *, tone: bool = False, prefix: tuple[str, ...] = ()
+) -> Any:
     """``async with python_client(...) as c``: a Python SDK participant in a child
-    process (``tests/sdk_child.py``), publishing a 440 Hz tone if ``tone``."""
-    argv = [sys.executable, "-m", "tests.sdk_child", url, token, *(["--tone"] if tone else [])]
+    process (``tests/sdk_child.py``), publishing a 440 Hz tone if ``tone``; ``prefix``
+    runs it through a wrapper (``ip netns exec NAME``, see ``tests/netns.py``)."""
+    argv = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "tests.sdk_child",
+        url,
+        token,
+        *(["--tone"] if tone else []),
+    ]
     return client_process(argv, name)
 
 

@@ -43,13 +43,14 @@ def test_dev_defaults() -> None:
 
 
 def test_non_dev_defaults_bind_all() -> None:
-    config, warnings = _load(keys_flag=f"k: {LONG}")
+    config, _ = _load(keys_flag=f"k: {LONG}")
     assert not config.dev
     assert config.keys == {"k": LONG}
     assert config.bind_addresses == ("0.0.0.0",)
-    assert config.node_ip == "127.0.0.1"
+    # Chosen from the interfaces at start-up (pysfu.media.addresses), not 127.0.0.1.
+    assert config.node_ip is None
+    assert config.tcp_port == 7881
     assert config.log_level == "info"
-    assert any("rtc.node_ip not set" in w for w in warnings)
 
 
 def test_no_keys_not_dev() -> None:
@@ -198,9 +199,8 @@ def test_unsupported_keys_warned() -> None:
         redis: {address: "localhost:6379"}
         turn: {enabled: true}
         rtc:
-          tcp_port: 7881
           udp_port: 7882
-          use_external_ip: true
+          port_range_start: 50000
         room:
           auto_create: false
         logging:
@@ -211,11 +211,10 @@ def test_unsupported_keys_warned() -> None:
     assert config.udp_port == 7882
     assert "unsupported config key redis ignored" in warnings
     assert "unsupported config key turn ignored" in warnings
-    assert "unsupported config key rtc.tcp_port ignored" in warnings
-    assert "unsupported config key rtc.use_external_ip ignored" in warnings
+    assert "unsupported config key rtc.port_range_start ignored" in warnings
     assert not any("auto_create" in w for w in warnings)
     assert "unsupported config key logging.json ignored" in warnings
-    assert len(warnings) == 5
+    assert len(warnings) == 4
 
 
 def test_short_secret_warned_outside_dev() -> None:
@@ -337,3 +336,42 @@ def test_room_policy_keys_load() -> None:
     config, warnings = _load("room: {auto_create: false, enable_remote_unmute: true}", dev=True)
     assert config.auto_create is False and config.enable_remote_unmute is True
     assert not warnings
+
+
+def test_rtc_address_keys_as_livekit_server_writes_them() -> None:
+    """Issue 13: rtc.tcp_port, rtc.interfaces / rtc.ips include-exclude filters,
+    rtc.use_external_ip and rtc.stun_servers are read, not ignored."""
+    config, warnings = _load(
+        """
+        rtc:
+          tcp_port: 0
+          interfaces: {includes: [eth0, veth1], excludes: [docker0]}
+          ips: {includes: ["10.0.0.0/8"], excludes: ["10.9.0.0/16", "fd00::/8"]}
+          use_external_ip: true
+          stun_servers: ["127.0.0.1:3478", "stun.example.com:19302"]
+        """,
+        dev=True,
+    )
+    assert warnings == []
+    assert config.tcp_port == 0
+    assert config.interfaces_include == ("eth0", "veth1")
+    assert config.interfaces_exclude == ("docker0",)
+    assert config.ips_include == ("10.0.0.0/8",)
+    assert config.ips_exclude == ("10.9.0.0/16", "fd00::/8")
+    assert config.use_external_ip
+    assert config.stun_servers == ("127.0.0.1:3478", "stun.example.com:19302")
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("rtc: {ips: {includes: [not-a-net]}}", "rtc.ips.includes"),
+        ("rtc: {ips: [10.0.0.0/8]}", "rtc.ips"),
+        ("rtc: {interfaces: {only: [eth0]}}", "rtc.interfaces"),
+        ("rtc: {stun_servers: [nohost]}", "rtc.stun_servers"),
+        ("rtc: {tcp_port: 70000}", "rtc.tcp_port"),
+    ],
+)
+def test_bad_rtc_address_keys_name_the_key(body: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _load(body, dev=True)

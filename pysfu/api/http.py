@@ -16,6 +16,7 @@ Routes (as the reference server; clients depend on exact paths):
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -97,6 +98,9 @@ class App:
         self.twirp = TwirpService(manager, keys)
         self.extra_routes = dict(extra_routes or {})
         self.agents = agents
+        self.media_loopback_only = False
+        """The media engine advertises only loopback addresses (set by the server)."""
+        self._warned_loopback = False
         if agents is not None:
             service = AgentDispatchService(agents)
             self.twirp.add_service(AGENT_DISPATCH_SERVICE, service.methods())
@@ -170,6 +174,7 @@ class App:
             sid=query.get("sid", ""),
             reconnect_reason=_protocol(query.get("reconnect_reason")),
         )
+        self._check_reachable(scope)
         if params.reconnect:
             await self._resume(scope, receive, send, claims, params)
             return
@@ -180,6 +185,25 @@ class App:
             return
         await send({"type": "websocket.accept"})
         await connection.serve(self.manager, session, AsgiTransport(receive, send))
+
+    def _check_reachable(self, scope: Scope) -> None:
+        """A client from another machine while media is advertised on loopback only
+        will never connect its PeerConnection: say why, once, where operators look."""
+        client = scope.get("client")
+        if not self.media_loopback_only or self._warned_loopback or not client:
+            return
+        try:
+            remote = ipaddress.ip_address(str(client[0]))
+        except ValueError:
+            return
+        if not remote.is_loopback:
+            self._warned_loopback = True
+            log.error(
+                "client %s joined from another machine, but media is advertised only on "
+                "loopback: its media cannot connect; set rtc.node_ip (or bind to an "
+                "address clients can reach)",
+                remote,
+            )
 
     async def _resume(
         self, scope: Scope, receive: Receive, send: Send, claims: Claims, params: JoinParams

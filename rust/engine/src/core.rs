@@ -2,7 +2,7 @@
 //! commands, datagrams and time. No threads, no sockets (those live in `runloop`),
 //! so tests and benches can drive it directly.
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +11,11 @@ use str0m::channel::{ChannelConfig, Reliability};
 use str0m::config::CryptoProvider;
 use str0m::crypto::dtls::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
-use crate::demux::{Demux, Drop, Route};
+use crate::demux::{Demux, Drop, Route, Transport};
 use crate::error::{EngineError, Result};
 use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
@@ -55,6 +55,10 @@ pub struct Core<S: Sink> {
     sink: S,
     /// The address we advertise in candidates and hand to str0m as destination.
     local_addr: SocketAddr,
+    /// Every advertised UDP host candidate (`local_addr` first).
+    udp_addrs: Vec<SocketAddr>,
+    /// Advertised passive ICE-TCP host candidates (none without a TCP port).
+    tcp_addrs: Vec<SocketAddr>,
     crypto: Arc<CryptoProvider>,
     cert: Option<DtlsCert>,
     /// Boxed: an `Rtc` is kilobytes, and a table of them inline would carry its
@@ -91,6 +95,8 @@ impl<S: Sink> Core<S> {
         Self {
             sink,
             local_addr,
+            udp_addrs: vec![local_addr],
+            tcp_addrs: Vec::new(),
             crypto,
             cert,
             peers: HashMap::new(),
@@ -125,6 +131,43 @@ impl<S: Sink> Core<S> {
     /// The advertised local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Advertise these UDP host candidates (at least one) and passive TCP host
+    /// candidates, for peers added from now on. A packet is handed to str0m as sent
+    /// to the advertised address it reached (see `destination`).
+    pub fn set_addresses(&mut self, udp: Vec<SocketAddr>, tcp: Vec<SocketAddr>) {
+        if let Some(first) = udp.first() {
+            self.local_addr = *first;
+            self.udp_addrs = udp;
+        }
+        self.tcp_addrs = tcp;
+    }
+
+    /// Our host candidates: every UDP address, then every passive TCP one.
+    fn host_candidates(&self) -> Result<Vec<Candidate>> {
+        let bad = |e| EngineError::Io(format!("host candidate: {e}"));
+        let mut out = Vec::new();
+        for a in &self.udp_addrs {
+            out.push(Candidate::host(*a, "udp").map_err(bad)?);
+        }
+        for a in &self.tcp_addrs {
+            out.push(Candidate::builder().tcp().host(*a).tcptype(TcpType::Passive).build().map_err(bad)?);
+        }
+        Ok(out)
+    }
+
+    /// Which advertised address a packet from `source` that reached local IP `dest`
+    /// was sent to: the candidate with that IP, else (a NAT mapping an external
+    /// address to this host, or an unknown destination) the first of the source's
+    /// family, else the first. str0m drops STUN not sent to a host candidate.
+    fn destination(addrs: &[SocketAddr], dest: Option<IpAddr>, source: SocketAddr) -> Option<SocketAddr> {
+        if let Some(ip) = dest {
+            if let Some(a) = addrs.iter().find(|a| a.ip() == ip) {
+                return Some(*a);
+            }
+        }
+        addrs.iter().find(|a| a.is_ipv4() == source.is_ipv4()).or(addrs.first()).copied()
     }
 
     /// Fuzz hook: a peer's `Rtc`, to install known SRTP keys and read ICE credentials.
@@ -230,9 +273,9 @@ impl<S: Sink> Core<S> {
             return Err(EngineError::PeerExists(peer_id.to_string()));
         }
         let mut rtc = self.rtc_config().build(now);
-        let candidate = Candidate::host(self.local_addr, "udp")
-            .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        for candidate in self.host_candidates()? {
+            rtc.add_local_candidate(candidate);
+        }
         // Until str0m has handled one timeout its ICE agent asks for none, and the
         // first drain would leave the peer with a far-off deadline.
         rtc.handle_input(Input::Timeout(now))?;
@@ -505,9 +548,7 @@ impl<S: Sink> Core<S> {
     /// Our candidates, as `candidate:...` lines.
     pub fn local_candidates(&mut self, peer_id: &str) -> Result<Vec<String>> {
         self.key_of(peer_id)?;
-        let c = Candidate::host(self.local_addr, "udp")
-            .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
-        Ok(vec![c.to_sdp_string()])
+        Ok(self.host_candidates()?.iter().map(|c| c.to_sdp_string()).collect())
     }
 
     /// Bind a publisher m-line to a server track id.
@@ -730,9 +771,29 @@ impl<S: Sink> Core<S> {
     /// Feed one datagram from the shared socket. Forwarded RTP is queued on the
     /// subscribers until `flush`.
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.handle_datagram_to(source, None, data, now);
+    }
+
+    /// `handle_datagram` for a datagram that reached local IP `dest` (a socket bound
+    /// to a wildcard address reports it).
+    pub fn handle_datagram_to(&mut self, source: SocketAddr, dest: Option<IpAddr>, data: &[u8], now: Instant) {
+        let destination = Self::destination(&self.udp_addrs, dest, source).unwrap_or(self.local_addr);
+        self.receive(Transport::Udp, source, destination, data, now);
+    }
+
+    /// One RFC 4571 frame from the ICE-TCP connection `remote` → `local`.
+    pub fn handle_tcp_frame(&mut self, remote: SocketAddr, local: SocketAddr, data: &[u8], now: Instant) {
+        let Some(destination) = Self::destination(&self.tcp_addrs, Some(local.ip()), remote) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        self.receive(Transport::Tcp, remote, destination, data, now);
+    }
+
+    fn receive(&mut self, transport: Transport, source: SocketAddr, destination: SocketAddr, data: &[u8], now: Instant) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
-        let key = match self.demux.classify(source, data) {
+        let key = match self.demux.classify_on(transport, source, data) {
             Route::Peer(key) => key,
             Route::Drop(why) => {
                 self.dropped(why, source, now);
@@ -750,9 +811,12 @@ impl<S: Sink> Core<S> {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: match transport {
+                    Transport::Udp => Protocol::Udp,
+                    Transport::Tcp => Protocol::Tcp,
+                },
                 source,
-                destination: self.local_addr,
+                destination,
                 contents,
             },
         );

@@ -1,5 +1,7 @@
-//! Demultiplexing the shared UDP socket: remote address to peer, with STUN
-//! binding requests (routed by the local ufrag) teaching new addresses.
+//! Demultiplexing the shared UDP socket and the ICE-TCP connections: (transport,
+//! remote address) to peer, with STUN binding requests (routed by the local ufrag)
+//! teaching new addresses. A client's UDP and TCP paths are separate entries, so
+//! the same peer is reachable over either and one never shadows the other.
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -18,6 +20,17 @@ pub const MAX_ADDRS_PER_PEER: usize = 16;
 /// previous stays routable while checks naming it may still be in flight, and a
 /// restart offer the client never answered must not push out the live one.
 pub const MAX_UFRAGS_PER_PEER: usize = 4;
+
+/// How a packet reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    /// ICE over TCP (RFC 4571 framed).
+    Tcp,
+}
+
+/// A remote end: its transport and address.
+pub type Remote = (Transport, SocketAddr);
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +102,14 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 /// Address and ufrag tables. Removing a peer removes all of its entries.
 #[derive(Debug, Default)]
 pub struct Demux {
-    by_addr: HashMap<SocketAddr, PeerKey>,
+    by_addr: HashMap<Remote, PeerKey>,
     by_ufrag: HashMap<String, PeerKey>,
     /// Invariant: `ufrags[k]` holds exactly the ufrags `u` with `by_ufrag[u] == k`,
     /// oldest first, at most `MAX_UFRAGS_PER_PEER` of them.
     ufrags: HashMap<PeerKey, VecDeque<String>>,
     /// Invariant: `addrs[k]` holds exactly the addresses `a` with `by_addr[a] == k`,
     /// in the order taught, at most `MAX_ADDRS_PER_PEER` of them.
-    addrs: HashMap<PeerKey, VecDeque<SocketAddr>>,
+    addrs: HashMap<PeerKey, VecDeque<Remote>>,
 }
 
 impl Demux {
@@ -137,7 +150,7 @@ impl Demux {
     }
 
     /// Bind `source` to `key`, forgetting the peer's oldest address beyond the cap.
-    fn teach(&mut self, source: SocketAddr, key: PeerKey) {
+    fn teach(&mut self, source: Remote, key: PeerKey) {
         if self.by_addr.get(&source) == Some(&key) {
             return;
         }
@@ -170,6 +183,12 @@ impl Demux {
     /// after a table lookup and a scan of the STUN header at most, without
     /// parsing or allocating.
     pub fn classify(&mut self, source: SocketAddr, datagram: &[u8]) -> Route {
+        self.classify_on(Transport::Udp, source, datagram)
+    }
+
+    /// `classify` for a packet that came over `transport`.
+    pub fn classify_on(&mut self, transport: Transport, source: SocketAddr, datagram: &[u8]) -> Route {
+        let source = (transport, source);
         let Some(class) = Class::of(datagram) else {
             return Route::Drop(Drop::NotWebrtc);
         };
@@ -301,5 +320,21 @@ mod tests {
         assert_eq!(d.classify(elsewhere, &binding_request("u9:remote")), Route::Peer(1));
         d.remove_peer(1);
         assert_eq!((d.ufrag_count(), d.addr_count()), (0, 0));
+    }
+
+    /// Issue 13: the same remote address over UDP and over TCP are two paths; an
+    /// address taught over one transport does not route packets of the other.
+    #[test]
+    fn udp_and_tcp_paths_are_told_apart() {
+        let mut d = Demux::default();
+        d.add_peer("ufrag".into(), 1);
+        let client = SocketAddr::from(([192, 0, 2, 1], 5000));
+        assert_eq!(d.classify_on(Transport::Tcp, client, &binding_request("ufrag:remote")), Route::Peer(1));
+        assert_eq!(d.classify_on(Transport::Tcp, client, b"\x16\xfe\xfd"), Route::Peer(1));
+        assert_eq!(d.classify(client, b"\x16\xfe\xfd"), Route::Drop(Drop::UnknownSource));
+        assert_eq!(d.classify(client, &binding_request("ufrag:remote")), Route::Peer(1));
+        assert_eq!(d.addr_count(), 2);
+        d.remove_peer(1);
+        assert_eq!(d.addr_count(), 0);
     }
 }

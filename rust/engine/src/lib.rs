@@ -19,8 +19,16 @@
 //! - Remote bytes never panic; a bad datagram is counted and dropped.
 //! - A removed peer leaves no routing entries, tracks or subscriptions behind.
 //!
+//! # Addresses and transports
+//! Bound to a wildcard address, the socket serves every interface: the control
+//! plane lists the addresses to advertise (`EngineConfig::advertise_ips`), each
+//! becomes a host candidate, and each datagram's destination address (IP_PKTINFO)
+//! tells str0m which candidate it reached. Bound to `::` the socket is dual-stack.
+//! With a TCP port, every advertised address is also a passive ICE-TCP host
+//! candidate (`net::tcp`, RFC 4571); demux keys paths by (transport, address).
+//!
 //! # Out of scope (for now)
-//! TURN/TCP, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
+//! TURN, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
 //! layer switches (VP8's is done), RED, bandwidth-driven layer selection (dynacast),
 //! multi-threaded sharding.
 pub mod batch;
@@ -32,6 +40,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keyframe;
+pub mod net;
 pub mod peer;
 pub mod pump;
 #[cfg(test)]
@@ -94,12 +103,24 @@ pub struct EngineConfig {
     /// How long a peer's ICE may stay Disconnected before the peer is closed
     /// (`core::ICE_DISCONNECTED_GRACE` by default).
     pub ice_disconnected_grace: Duration,
+    /// Addresses put in candidates; when not empty, they replace `advertise_ip`.
+    pub advertise_ips: Vec<IpAddr>,
+    /// ICE-TCP port (passive host candidates); `Some(0)` picks an ephemeral one,
+    /// `None` offers UDP only.
+    pub tcp_port: Option<u16>,
 }
 
 impl EngineConfig {
     /// `bind_ip` with an ephemeral port, no advertised address and the default grace.
     pub fn new(bind_ip: IpAddr) -> Self {
-        Self { bind_ip, udp_port: 0, advertise_ip: None, ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE }
+        Self {
+            bind_ip,
+            udp_port: 0,
+            advertise_ip: None,
+            ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE,
+            advertise_ips: Vec::new(),
+            tcp_port: None,
+        }
     }
 }
 
@@ -110,6 +131,8 @@ pub struct Engine {
     queue: Arc<EventQueue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     local_addr: SocketAddr,
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
 }
 
 /// Queue depth of pending commands; callers block beyond it.
@@ -131,19 +154,44 @@ impl Engine {
         std_socket.set_nonblocking(true)?;
         socket_buffers::enlarge(&std_socket);
         let bound = std_socket.local_addr()?;
-        let ip = config.advertise_ip.unwrap_or(if bound.ip().is_unspecified() {
-            guess_local_ip()
+        if bound.ip().is_unspecified() {
+            use std::os::fd::AsRawFd;
+            net::udp::enable_pktinfo(std_socket.as_raw_fd(), bound.is_ipv6())?;
+        }
+        let ips = if !config.advertise_ips.is_empty() {
+            config.advertise_ips.clone()
         } else {
-            bound.ip()
-        });
-        let local_addr = SocketAddr::new(ip, bound.port());
+            vec![config.advertise_ip.unwrap_or(if bound.ip().is_unspecified() {
+                guess_local_ip()
+            } else {
+                bound.ip()
+            })]
+        };
+        let udp_addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
+        let local_addr = udp_addrs[0];
+        let tcp = match config.tcp_port {
+            Some(port) => {
+                let listener = std::net::TcpListener::bind(SocketAddr::new(config.bind_ip, port))?;
+                Some(net::tcp::TcpPlane::new(listener, runloop::FIRST_TCP_CONNECTION)?)
+            }
+            None => None,
+        };
+        let tcp_addrs: Vec<SocketAddr> = match &tcp {
+            Some(t) => {
+                let port = t.local_addr()?.port();
+                ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+            }
+            None => Vec::new(),
+        };
         let inbound = mio::net::UdpSocket::from_std(std_socket.try_clone()?);
         let socket = mio::net::UdpSocket::from_std(std_socket);
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
         let queue = Arc::new(EventQueue::new()?);
-        let sink = runloop::UdpSink::new(socket);
+        let mut sink = runloop::UdpSink::new(socket);
+        sink.tcp = tcp;
         let mut core = Core::new(sink, local_addr);
+        core.set_addresses(udp_addrs.clone(), tcp_addrs.clone());
         core.set_ice_disconnected_grace(config.ice_disconnected_grace);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
@@ -156,7 +204,19 @@ impl Engine {
             queue,
             thread: Mutex::new(Some(thread)),
             local_addr,
+            udp_addrs,
+            tcp_addrs,
         })
+    }
+
+    /// Advertised UDP host candidate addresses (the first is `local_addr`).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// Advertised passive ICE-TCP host candidate addresses (empty without TCP).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
     }
 
     /// The advertised address and the bound port.
@@ -294,6 +354,15 @@ impl Engine {
             let mut s = c.stats();
             s.push(("send_errors", c.sink_mut().send_errors));
             s.push(("send_syscalls", c.sink_mut().send_syscalls));
+            if let Some(t) = &c.sink_mut().tcp {
+                let k = t.counters;
+                s.push(("tcp_connections", t.connection_count() as u64));
+                s.push(("tcp_accepted", k.accepted));
+                s.push(("tcp_refused", k.refused));
+                s.push(("tcp_frames_in", k.frames_in));
+                s.push(("tcp_frames_out", k.frames_out));
+                s.push(("tcp_frames_dropped", k.frames_dropped));
+            }
             s.push(("events_dropped", dropped));
             Ok(s)
         })

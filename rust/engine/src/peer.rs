@@ -29,6 +29,12 @@ pub const LABEL_LOSSY: &str = "_lossy";
 pub trait Sink {
     /// Send one datagram; failures are dropped (UDP).
     fn send(&mut self, dest: SocketAddr, data: &[u8]);
+
+    /// Send one packet over the ICE-TCP connection from `dest` (RFC 4571 framing is
+    /// the sink's business). Sinks without TCP drop it.
+    fn send_stream(&mut self, dest: SocketAddr, data: &[u8]) {
+        let _ = (dest, data);
+    }
 }
 
 /// A peer and its negotiation/forwarding side tables.
@@ -136,7 +142,11 @@ impl Peer {
                 Ok(Output::Transmit(t)) => {
                     tx.packets_out += 1;
                     tx.bytes_out += t.contents.len() as u64;
-                    sink.send(t.destination, &t.contents);
+                    if t.proto == str0m::net::Protocol::Udp {
+                        sink.send(t.destination, &t.contents);
+                    } else {
+                        sink.send_stream(t.destination, &t.contents);
+                    }
                 }
                 Ok(Output::Event(e)) => events.push((self.key, e)),
                 Err(e) => {

@@ -10,7 +10,7 @@
 //! `MAX_READS_PER_TURN` datagrams the forwarded packets go out, timers run, and
 //! commands get their turn, and then reading continues.
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::core::Core;
@@ -26,6 +26,12 @@ pub const RECV_BUFFER_BYTES: usize = 2048;
 pub trait Inbound {
     /// One datagram into `buf`, as `recv_from`: `WouldBlock` when none is waiting.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+
+    /// `recv`, with the local address the datagram was sent to when known (a socket
+    /// bound to a wildcard address serves several host candidates).
+    fn recv_to(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+        self.recv(buf).map(|(n, source)| (n, source, None))
+    }
 }
 
 impl Inbound for mio::net::UdpSocket {
@@ -57,11 +63,11 @@ pub fn turn<S: Sink>(
     let mut reads = 0;
     let mut drained = false;
     while reads < MAX_READS_PER_TURN {
-        match inbound.recv(buf) {
-            Ok((n, source)) => {
+        match inbound.recv_to(buf) {
+            Ok((n, source, dest)) => {
                 reads += 1;
                 let now = clock();
-                core.handle_datagram(source, &buf[..n], now);
+                core.handle_datagram_to(source, dest, &buf[..n], now);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 drained = true;

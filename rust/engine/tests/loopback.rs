@@ -120,6 +120,8 @@ fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        advertise_ips: Vec::new(),
+        tcp_port: None,
         ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();
@@ -482,6 +484,8 @@ fn a_backlog_drains_without_waiting_for_timers() {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        advertise_ips: Vec::new(),
+        tcp_port: None,
         ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();

@@ -25,6 +25,8 @@ fn publisher_media_reaches_subscribers_with_trailers_intact() {
         bind_ip: "127.0.0.1".parse().unwrap(),
         udp_port: 0,
         advertise_ip: None,
+        advertise_ips: Vec::new(),
+        tcp_port: None,
         ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
     })
     .unwrap();

@@ -22,6 +22,14 @@ fn to_py(e: EngineError) -> PyErr {
     MediaError::new_err(e.to_string())
 }
 
+/// Every interface address as (interface, ip, up, loopback), for choosing host
+/// candidates when the media socket is bound to a wildcard address.
+#[pyfunction]
+fn interface_addresses() -> PyResult<Vec<(String, String, bool, bool)>> {
+    let all = pysfu_engine::net::interfaces::list().map_err(|e| MediaError::new_err(format!("getifaddrs: {e}")))?;
+    Ok(all.into_iter().map(|a| (a.interface, a.ip.to_string(), a.up, a.loopback)).collect())
+}
+
 /// Version of the compiled media core.
 #[pyfunction]
 fn core_version() -> &'static str {
@@ -156,13 +164,15 @@ struct MediaEngine {
 #[pymethods]
 impl MediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0))]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, advertise_ips = Vec::new(), tcp_port = None))]
     fn new(
         py: Python<'_>,
         bind_ip: &str,
         udp_port: u16,
         advertise_ip: Option<&str>,
         ice_disconnected_grace: f64,
+        advertise_ips: Vec<String>,
+        tcp_port: Option<u16>,
     ) -> PyResult<Self> {
         let ice_disconnected_grace = Duration::try_from_secs_f64(ice_disconnected_grace).map_err(|_| {
             PyValueError::new_err(format!("bad ice_disconnected_grace {ice_disconnected_grace:?} (seconds, >= 0)"))
@@ -173,7 +183,11 @@ impl MediaEngine {
         let advertise_ip = advertise_ip
             .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ip {a:?}"))))
             .transpose()?;
-        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace };
+        let advertise_ips = advertise_ips
+            .iter()
+            .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ips entry {a:?}"))))
+            .collect::<PyResult<Vec<_>>>()?;
+        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace, advertise_ips, tcp_port };
         let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
         Ok(Self { engine })
     }
@@ -182,6 +196,19 @@ impl MediaEngine {
     #[getter]
     fn udp_port(&self) -> u16 {
         self.engine.local_addr().port()
+    }
+
+    /// The bound ICE-TCP port, or None without TCP.
+    #[getter]
+    fn tcp_port(&self) -> Option<u16> {
+        self.engine.tcp_addrs().first().map(|a| a.port())
+    }
+
+    /// Advertised host candidate addresses as ("udp"|"tcp", "ip", port).
+    fn advertised(&self) -> Vec<(&'static str, String, u16)> {
+        let udp = self.engine.udp_addrs().iter().map(|a| ("udp", a.ip().to_string(), a.port()));
+        let tcp = self.engine.tcp_addrs().iter().map(|a| ("tcp", a.ip().to_string(), a.port()));
+        udp.chain(tcp).collect()
     }
 
     fn wake_fd(&self) -> i32 {
@@ -307,6 +334,7 @@ impl MediaEngine {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
+    m.add_function(wrap_pyfunction!(interface_addresses, m)?)?;
     m.add("MediaError", m.py().get_type::<MediaError>())?;
     m.add_class::<MediaEngine>()?;
     m.add_class::<load::LoadGenerator>()?;
