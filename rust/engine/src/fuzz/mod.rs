@@ -14,12 +14,14 @@
 //! | `datagram` | a live `Core` (publisher + 2 subscribers) fed STUN/DTLS/SRTP/SRTCP from fuzzed addresses |
 //! | `burst`    | run-loop read turns under bursts of thousands of datagrams (junk, unknown-ufrag STUN, errors, real SRTP) |
 //! | `router`   | the same `Core` driven by publish/subscribe/mute/packet events, checked against a model |
+//! | `tcp`      | the ICE-TCP RFC 4571 framer under fuzzed segmentation vs a model, frames routed as TCP |
 mod burst;
 mod demux;
 mod reader;
 mod rewrite;
 mod sdp;
 mod session;
+mod tcp;
 
 pub use reader::Reader;
 pub use session::{sha1_hmac, VecSink};
@@ -35,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("datagram", session::run_datagram),
     ("router", session::run_router),
     ("burst", burst::run),
+    ("tcp", tcp::run),
 ];
 
 /// Target `demux`.
@@ -60,6 +63,11 @@ pub fn datagram(data: &[u8]) {
 /// Target `router`.
 pub fn router(data: &[u8]) {
     session::run_router(data)
+}
+
+/// Target `tcp`.
+pub fn tcp(data: &[u8]) {
+    tcp::run(data)
 }
 
 /// Target `burst`.
@@ -89,6 +97,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, data) in burst::seeds() {
         out.push(("burst", name, data));
+    }
+    for (name, data) in tcp::seeds() {
+        out.push(("tcp", name, data));
     }
     out
 }

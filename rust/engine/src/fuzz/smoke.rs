@@ -95,6 +95,11 @@ fn smoke_router() {
 }
 
 #[test]
+fn smoke_tcp() {
+    smoke("tcp", 3000);
+}
+
+#[test]
 fn smoke_burst() {
     smoke("burst", 40);
 }

@@ -35,6 +35,11 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// Bytes of a partial frame held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Append received bytes and hand every complete frame to `frame`. Empty frames
     /// are skipped. Never holds more than one partial frame.
     pub fn push(&mut self, mut data: &[u8], frame: &mut impl FnMut(&[u8])) {
@@ -403,5 +408,43 @@ mod tests {
     fn oversized_packets_are_not_framed() {
         assert!(frame(&vec![0u8; 70_000]).is_none());
         assert_eq!(frame(b"x").unwrap(), vec![0, 1, b'x']);
+    }
+
+    /// A client that stops reading loses its own frames beyond the bounded send
+    /// buffer; the engine thread never blocks on it, and another connection's frames
+    /// keep flowing (issue 13: slow readers do not stall other peers).
+    #[test]
+    fn a_slow_reader_only_loses_its_own_frames() {
+        use std::io::Read as _;
+        let poll = mio::Poll::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut plane = TcpPlane::new(listener, 10).unwrap();
+        plane.register(poll.registry(), Token(9)).unwrap();
+        let slow = std::net::TcpStream::connect(addr).unwrap();
+        let mut fast = std::net::TcpStream::connect(addr).unwrap();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(5);
+        while plane.connection_count() < 2 {
+            assert!(Instant::now() < deadline, "connections not accepted");
+            plane.accept(poll.registry(), now);
+        }
+        let packet = [0x80u8; 1200];
+        let started = Instant::now();
+        for _ in 0..20_000 {
+            plane.send(slow.local_addr().unwrap(), &packet);
+            plane.flush(poll.registry(), now);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "sending to a slow reader blocked");
+        assert!(plane.counters.frames_dropped > 0, "24 MB cannot all fit");
+        let held: usize = plane.conns.values().map(|c| c.out.len()).sum();
+        assert!(held <= MAX_SEND_BUFFER, "send buffer grew to {held}");
+        plane.send(fast.local_addr().unwrap(), b"hello");
+        plane.flush(poll.registry(), now);
+        fast.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 7];
+        fast.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"\x00\x05hello");
+        drop(slow);
     }
 }
