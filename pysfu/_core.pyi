@@ -166,6 +166,10 @@ class MediaEngine:
         """Forward a track to a subscriber peer; its m-line (msid ``<stream_id> <track_id>``)
         appears in the next ``create_offer``. Requests a keyframe; video starts at
         the next keyframe. Resubscribing reuses the m-line and continues seq/ts."""
+    def subscribe_on_mid(self, *, subscriber: str, track_id: str, stream_id: str, mid: str) -> None:
+        """Single PeerConnection (``/rtc/v1``): forward ``track_id`` on ``mid``, an
+        m-line the client offered recvonly (answered sendonly). Each mid is used once;
+        MediaError when it is unknown, of the other kind, not sending, or taken."""
     def unsubscribe(self, *, subscriber: str, track_id: str) -> None:
         """Stop forwarding at once; the m-line turns inactive on the next offer."""
     def set_muted(self, track_id: str, muted: bool) -> None:

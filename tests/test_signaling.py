@@ -16,9 +16,14 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from pysfu.auth import VideoGrant, mint_token
 from pysfu.rtc.room import Effects
+from pysfu.signal.join_request import encode_join_request
 
 from .conftest import API_KEY, API_SECRET, RunningServer, make_config
 from .signal_client import SignalClient, connect
+
+JOIN_REQUEST = encode_join_request(
+    rtc.JoinRequest(connection_settings=rtc.ConnectionSettings(auto_subscribe=True))
+)
 
 pytestmark = pytest.mark.trio
 
@@ -394,15 +399,25 @@ async def test_http_routes(server: RunningServer) -> None:
             headers={"Authorization": "Bearer " + server.token_for("a")},
         )
         assert ok.status_code == 200 and ok.text == "success"
-        v1 = await http.get(f"{server.http_url}/rtc/v1/validate")
-        assert v1.status_code == 404
-        assert "requested room does not exist" not in v1.text
+        # /rtc/v1/validate answers what the /rtc/v1 upgrade would (issue 13).
+        v1 = await http.get(
+            f"{server.http_url}/rtc/v1/validate",
+            params={"access_token": server.token_for("a"), "join_request": JOIN_REQUEST},
+        )
+        assert v1.status_code == 200 and v1.text == "success", v1.text
         assert v1.headers["access-control-allow-origin"] == "*"
-    url = server.url + "/rtc/v1?access_token=" + server.token_for("a")
+        for query, status, why in (
+            ({"join_request": JOIN_REQUEST}, 401, "no access token"),
+            ({"access_token": server.token_for("a")}, 400, "join_request is required"),
+            ({"access_token": server.token_for("a"), "join_request": "%%%"}, 400, "base64"),
+        ):
+            bad = await http.get(f"{server.http_url}/rtc/v1/validate", params=query)
+            assert (bad.status_code, why in bad.text) == (status, True), bad.text
+    url = server.url + "/rtc/v1?access_token=" + server.token_for("a") + "&join_request=AAAA"
     with pytest.raises(ConnectionRejected) as info:
         async with open_websocket_url(url):
             pass
-    assert info.value.status_code == 404
+    assert info.value.status_code == 400
 
 
 async def test_room_config_in_token_shapes_the_new_room(server: RunningServer) -> None:

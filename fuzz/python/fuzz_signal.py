@@ -114,7 +114,7 @@ class RecordingMedia:
         self.removed: set[str] = set()
         self.joined: set[str] = set()
 
-    def participant_joined(self, room: Room, sid: str) -> None:
+    def participant_joined(self, room: Room, sid: str, *, single_pc: bool = False) -> None:
         self.joined.add(sid)
 
     def offer_initial(self, sid: str) -> None:

@@ -30,6 +30,7 @@ from ..runtime.agents import AgentRuntime
 from ..runtime.manager import JoinParams, JoinRefused, ResumeRefused, RoomManager
 from ..signal import connection
 from ..signal.connection import MAX_FRAME_BYTES
+from ..signal.join_request import JoinRequestError, decode_join_request
 from .agent_dispatch import SERVICE as AGENT_DISPATCH_SERVICE
 from .agent_dispatch import AgentDispatchService
 from .agent_ws import PATH as AGENT_PATH
@@ -66,6 +67,27 @@ def _headers(scope: Scope) -> dict[str, str]:
 def _query(scope: Scope) -> dict[str, str]:
     raw = scope.get("query_string", b"").decode("latin-1")
     return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+
+def _v1_params(query: Mapping[str, str]) -> tuple[JoinParams, rtc.SessionDescription | None]:
+    """/rtc/v1: everything comes in the ``join_request`` parameter."""
+    try:
+        request = decode_join_request(query.get("join_request", ""))
+    except JoinRequestError as exc:
+        raise SignalRejected(400, str(exc)) from None
+    params = JoinParams(
+        # As the reference: the v1 request says what it wants; absent means false.
+        auto_subscribe=request.connection_settings.auto_subscribe,
+        protocol=request.client_info.protocol,
+        reconnect=request.reconnect,
+        sid=request.participant_sid,
+        reconnect_reason=int(request.reconnect_reason),
+        single_pc=True,
+    )
+    offer = request.publisher_offer if request.HasField("publisher_offer") else None
+    if offer is not None and (offer.type != "offer" or not offer.sdp):
+        offer = None
+    return params, offer
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -158,31 +180,38 @@ class App:
         if path == AGENT_PATH and self.agents is not None:
             await self._agent_socket(scope, receive, send)
             return
-        if path != "/rtc":
-            # /rtc/v1 (single PC) lands here on purpose: 404 makes SDKs fall back.
+        if path not in ("/rtc", "/rtc/v1"):
             await self._deny(scope, send, 404, "not found")
             return
         try:
             claims, query = self._authorize_join(scope)
+            offer = None
+            if path == "/rtc/v1":
+                params, offer = _v1_params(query)
+            else:
+                params = JoinParams(
+                    auto_subscribe=_flag(query.get("auto_subscribe"), True),
+                    protocol=_protocol(query.get("protocol")),
+                    reconnect=_flag(query.get("reconnect"), False),
+                    sid=query.get("sid", ""),
+                    reconnect_reason=_protocol(query.get("reconnect_reason")),
+                )
         except SignalRejected as exc:
             await self._deny(scope, send, exc.status, exc.message)
             return
-        params = JoinParams(
-            auto_subscribe=_flag(query.get("auto_subscribe"), True),
-            protocol=_protocol(query.get("protocol")),
-            reconnect=_flag(query.get("reconnect"), False),
-            sid=query.get("sid", ""),
-            reconnect_reason=_protocol(query.get("reconnect_reason")),
-        )
         self._check_reachable(scope)
         if params.reconnect:
-            await self._resume(scope, receive, send, claims, params)
+            await self._resume(scope, receive, send, claims, params, offer)
             return
         try:
             session = self.manager.join(claims, params)
         except JoinRefused as exc:
             await self._deny(scope, send, exc.status, exc.message)
             return
+        if offer is not None:
+            # /rtc/v1: the publisher offer rides in the join; its answer follows the
+            # JoinResponse.
+            self.manager.media.publisher_offer(session.sid, offer)
         await send({"type": "websocket.accept"})
         await connection.serve(self.manager, session, AsgiTransport(receive, send))
 
@@ -206,7 +235,13 @@ class App:
             )
 
     async def _resume(
-        self, scope: Scope, receive: Receive, send: Send, claims: Claims, params: JoinParams
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        claims: Claims,
+        params: JoinParams,
+        offer: rtc.SessionDescription | None = None,
     ) -> None:
         """A client's signal came back (``reconnect=1&sid=...``): continue its session
         if the token's holder owns it, else make it rejoin in full."""
@@ -228,6 +263,8 @@ class App:
             await transport.send(leave.SerializeToString())
             await transport.close()
             return
+        if offer is not None:
+            self.manager.media.publisher_offer(session.sid, offer)
         await connection.serve(self.manager, session, transport, first=first)
 
     async def _agent_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -274,8 +311,14 @@ class App:
                 await respond(send, exc.status, exc.message.encode())
                 return
             await respond(send, 200, b"success")
-        elif path.rstrip("/") == "/rtc/v1/validate":
-            await respond(send, 404, b"single peer connection signaling (v1) is not supported")
+        elif path.rstrip("/") == "/rtc/v1/validate" and method == "GET":
+            try:
+                self._authorize_join(scope)
+                _v1_params(_query(scope))
+            except SignalRejected as exc:
+                await respond(send, exc.status, exc.message.encode())
+                return
+            await respond(send, 200, b"success")
         elif path.startswith("/twirp/") and method == "POST":
             body = await read_body(receive, MAX_HTTP_BODY_BYTES)
             if body is None:

@@ -1,7 +1,8 @@
 """The bridge between rooms and the Rust media engine (``pysfu._core.MediaEngine``).
 
-Each participant has two engine peers: ``<sid>/pub`` (the client offers, we answer)
-and ``<sid>/sub`` (we offer, the client answers). This module translates signaling
+Each participant has two engine peers: ``<sid>/pub`` (the client offers, we
+answer) and ``<sid>/sub`` (we offer, the client answers); one that joined on
+``/rtc/v1`` has only ``<sid>/pub``, which carries both directions (``single_pc``). This module translates signaling
 (SessionDescription, TrickleRequest, UpdateTrackSettings) into engine commands, and
 engine events (peer connected, track arrived, data received) into room transitions.
 
@@ -30,6 +31,7 @@ from ..rtc.room import Room
 from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
 from .sdp import media_sections
+from .single_pc import SinglePc
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,12 @@ class _ParticipantMedia:
     """The publisher PeerConnection exists in the engine. It is made on the client's
     first publisher offer (or candidate), not at join: most participants only
     subscribe, and an idle engine peer costs tens of kilobytes."""
+    single: SinglePc | None = None
+    """Set for a participant on ``/rtc/v1``: its one PeerConnection is ``<sid>/pub``."""
+
+    def down_peer(self) -> str:
+        """The engine peer that carries media to the client."""
+        return pub_peer(self.sid) if self.single is not None else sub_peer(self.sid)
 
 
 class EngineMediaPlane:
@@ -113,9 +121,13 @@ class EngineMediaPlane:
 
     # ---- signaling → engine -------------------------------------------------------------
 
-    def participant_joined(self, room: Room, sid: str) -> None:
-        self._participants[sid] = _ParticipantMedia(room=room, sid=sid)
-        self.engine.add_peer(sub_peer(sid), subscriber=True)
+    def participant_joined(self, room: Room, sid: str, *, single_pc: bool = False) -> None:
+        pm = _ParticipantMedia(room=room, sid=sid, single=SinglePc() if single_pc else None)
+        self._participants[sid] = pm
+        if single_pc:
+            self._publisher_peer(pm)
+        else:
+            self.engine.add_peer(sub_peer(sid), subscriber=True)
 
     def _publisher_peer(self, pm: _ParticipantMedia) -> str:
         """The participant's publisher peer, made on first use."""
@@ -131,7 +143,7 @@ class EngineMediaPlane:
         resolves, so this offer goes out even with nothing to subscribe to, carrying
         the server's data channels."""
         pm = self._participants.get(sid)
-        if pm is not None and pm.negotiator.offer_id == 0:
+        if pm is not None and pm.single is None and pm.negotiator.offer_id == 0:
             self._renegotiate(sid)
 
     def resumed(self, sid: str, *, ice_restart: bool) -> None:
@@ -141,7 +153,8 @@ class EngineMediaPlane:
         (the manager discards queued ones). The publisher side restarts ICE from the
         client's own offer."""
         pm = self._participants.get(sid)
-        if pm is None:
+        if pm is None or pm.single is not None:
+            # One PeerConnection: the client restarts ICE with its own offer.
             return
         log.debug("%s resumed (ice restart asked: %s)", sid, ice_restart)
         self._send_offer(sid, pm.negotiator.restart(), ice_restart=True)
@@ -150,7 +163,7 @@ class EngineMediaPlane:
         pm = self._participants.pop(sid, None)
         if pm is None:
             return
-        peers = [sub_peer(sid)]
+        peers = [] if pm.single is not None else [sub_peer(sid)]
         if pm.has_publisher_peer:
             peers.append(pub_peer(sid))
         for peer in peers:
@@ -169,13 +182,51 @@ class EngineMediaPlane:
         except _core.MediaError as exc:
             log.warning("%s: publisher offer rejected: %s", sid, exc)
             return
+        reply = rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
+        if pm.single is not None:
+            self._single_pc_answer(pm, offer.sdp, reply)
+        self.manager.send(sid, rtc.SignalResponse(answer=reply))
+        self._trickle_local(sid, Target.PUBLISHER, answer)
+        if pm.single is not None:
+            self._ask_for_offer(pm)
+
+    def _single_pc_answer(
+        self, pm: _ParticipantMedia, offer_sdp: str, reply: rtc.SessionDescription
+    ) -> None:
+        """Bind waiting subscriptions to the offer's free receive m-sections and tell
+        the client which track each carries."""
+        state = pm.single
+        assert state is not None
+        state.offered(media_sections(offer_sdp))
+        for track_sid, stream_id, mid in state.assign():
+            try:
+                self.engine.subscribe_on_mid(
+                    subscriber=pub_peer(pm.sid), track_id=track_sid, stream_id=stream_id, mid=mid
+                )
+            except _core.MediaError as exc:
+                log.warning("%s: cannot forward %s on mid %s: %s", pm.sid, track_sid, mid, exc)
+                state.drop(track_sid)
+        reply.sdp = state.edit_answer(reply.sdp)
+        reply.mid_to_track_id.update(state.mid_to_track_id())
+        state.answered()
+        log.debug("%s: single-PC answer %d:\n%s", pm.sid, reply.id, reply.sdp)
+
+    def _ask_for_offer(self, pm: _ParticipantMedia) -> None:
+        """The client must offer again (more receive sections, or bindings to learn):
+        MediaSectionsRequirement, as the reference sends it."""
+        assert pm.single is not None
+        need = pm.single.requirement()
+        if need is None:
+            return
+        audios, videos = need
         self.manager.send(
-            sid,
+            pm.sid,
             rtc.SignalResponse(
-                answer=rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
+                media_sections_requirement=rtc.MediaSectionsRequirement(
+                    num_audios=audios, num_videos=videos
+                )
             ),
         )
-        self._trickle_local(sid, Target.PUBLISHER, answer)
 
     def _unpublish_stopped(self, pm: _ParticipantMedia, sdp: str) -> None:
         """Clients unpublish by renegotiating without the track (no signal message):
@@ -226,9 +277,8 @@ class EngineMediaPlane:
         if not candidate:
             return  # end-of-candidates
         try:
-            peer = (
-                sub_peer(sid) if trickle.target == Target.SUBSCRIBER else self._publisher_peer(pm)
-            )
+            subscriber = trickle.target == Target.SUBSCRIBER and pm.single is None
+            peer = sub_peer(sid) if subscriber else self._publisher_peer(pm)
             self.engine.add_remote_candidate(peer, candidate)
         except _core.MediaError as exc:
             log.debug("%s: candidate ignored: %s", sid, exc)
@@ -247,16 +297,21 @@ class EngineMediaPlane:
         quality = _QUALITY_BY_LAYER.get(settings.quality, 2)
         if settings.width or settings.height:
             quality = _quality_for_size(settings.height or settings.width)
+        down = self._participants[sid].down_peer()
         for track_sid in settings.track_sids:
             try:
-                self.engine.set_layer(subscriber=sub_peer(sid), track_id=track_sid, quality=quality)
+                self.engine.set_layer(subscriber=down, track_id=track_sid, quality=quality)
             except _core.MediaError:
                 log.debug("%s: layer choice for unknown track %s ignored", sid, track_sid)
 
     def apply_bindings(self, bindings: list[Binding]) -> None:
         changed: set[str] = set()
         for b in bindings:
-            if b.subscriber_sid not in self._participants:
+            pm = self._participants.get(b.subscriber_sid)
+            if pm is None:
+                continue
+            if pm.single is not None:
+                self._single_pc_binding(pm, b)
                 continue
             try:
                 if b.bind:
@@ -276,6 +331,27 @@ class EngineMediaPlane:
         for sid in changed:
             self._renegotiate(sid)
 
+    def _single_pc_binding(self, pm: _ParticipantMedia, b: Binding) -> None:
+        state = pm.single
+        assert state is not None
+        if b.bind:
+            pub = self._track_kind(pm.room, b.publisher_sid, b.track_sid)
+            state.want(b.track_sid, pub, f"{b.publisher_sid}|{b.track_sid}")
+        elif state.drop(b.track_sid) is not None:
+            try:
+                self.engine.unsubscribe(subscriber=pub_peer(pm.sid), track_id=b.track_sid)
+            except _core.MediaError as exc:
+                log.debug("unbinding %s: %s", b, exc)
+        self._ask_for_offer(pm)
+
+    @staticmethod
+    def _track_kind(room: Room, publisher_sid: str, track_sid: str) -> str:
+        p = room.participants.get(publisher_sid)
+        pub = p.publications.get(track_sid) if p is not None else None
+        if pub is not None and pub.info.type == models.TrackType.VIDEO:
+            return "video"
+        return "audio"
+
     def tracks_unpublished(self, track_sids: list[str]) -> None:
         for track_sid in track_sids:
             try:
@@ -285,11 +361,12 @@ class EngineMediaPlane:
 
     def deliver_data(self, deliveries: list[DataDelivery]) -> None:
         for d in deliveries:
-            if d.participant_sid not in self._participants:
+            pm = self._participants.get(d.participant_sid)
+            if pm is None:
                 continue
             try:
                 self.engine.send_data(
-                    sub_peer(d.participant_sid),
+                    pm.down_peer(),
                     reliable=d.reliable,
                     payload=d.packet.SerializeToString(),
                 )

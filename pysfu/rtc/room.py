@@ -379,10 +379,12 @@ class Room:
         kind: models.ParticipantInfo.Kind = models.ParticipantInfo.Kind.STANDARD,
         permission: models.ParticipantPermission | None = None,
         auto_subscribe: bool = True,
+        single_pc: bool = False,
     ) -> tuple[Participant, Effects]:
         """Add a participant. The first message queued for it is its JoinResponse.
         An existing participant with the same identity is removed first
-        (DUPLICATE_IDENTITY)."""
+        (DUPLICATE_IDENTITY). ``single_pc``: it joined on ``/rtc/v1`` with one
+        PeerConnection, which its publisher side is (not subscriber-primary)."""
         if self.closed:
             raise LocalProtocolError(f"room {self.name!r} is closed")
         fx = Effects()
@@ -408,7 +410,9 @@ class Room:
         others = [o for o in self.participants.values() if not o.hidden]
         self.participants[p.sid] = p
         self.by_identity[identity] = p.sid
-        fx.send(p.sid, rtc.SignalResponse(join=self._join_response(p, others)))
+        join = self._join_response(p, others)
+        join.subscriber_primary = not single_pc
+        fx.send(p.sid, rtc.SignalResponse(join=join))
         p.seen_through = self._version
         self._broadcast_participant(fx, p, include_self=False, batch=True)
         for other in others:

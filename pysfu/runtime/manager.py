@@ -96,6 +96,8 @@ class JoinParams:
     """The client asks to resume the session ``sid``."""
     sid: str = ""
     reconnect_reason: int = 0
+    single_pc: bool = False
+    """Joined on ``/rtc/v1``: one PeerConnection carries both directions."""
 
 
 @attrs.define(eq=False)
@@ -285,6 +287,7 @@ class RoomManager:
             kind=claims.participant_kind(),
             permission=claims.permission(),
             auto_subscribe=params.auto_subscribe,
+            single_pc=params.single_pc,
         )
         session = ParticipantSession(room.name, participant.sid, claims, now=self.now())
         self._register(session)
@@ -292,7 +295,7 @@ class RoomManager:
         # The media plane must know the participant before the join's bindings (tracks
         # already live in the room) reach it, and the JoinResponse must go out before
         # any subscriber offer: register, apply, then offer.
-        self.media.participant_joined(room, participant.sid)
+        self.media.participant_joined(room, participant.sid, single_pc=params.single_pc)
         self.apply(room, fx)
         # The join's messages (an update to every other participant) would otherwise
         # live as long as the session: quadratic in the room's size.

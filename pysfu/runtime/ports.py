@@ -28,7 +28,7 @@ class MediaPlane(Protocol):
         checked when one does)."""
         ...
 
-    def participant_joined(self, room: Room, sid: str) -> None: ...
+    def participant_joined(self, room: Room, sid: str, *, single_pc: bool = False) -> None: ...
 
     def offer_initial(self, sid: str) -> None: ...
 
@@ -61,7 +61,7 @@ class NullMediaPlane:
 
     connected = False
 
-    def participant_joined(self, room: Room, sid: str) -> None:
+    def participant_joined(self, room: Room, sid: str, *, single_pc: bool = False) -> None:
         pass
 
     def offer_initial(self, sid: str) -> None:

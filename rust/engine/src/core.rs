@@ -653,6 +653,55 @@ impl<S: Sink> Core<S> {
         Ok(())
     }
 
+    /// Single PeerConnection (`/rtc/v1`): forward a track to `subscriber` on `mid`,
+    /// an m-line the client offered recvonly and our answer made sendonly. The
+    /// control plane picks the mid (it tells the client which track it carries) and
+    /// never reuses one: the SDKs announce a (mid, stream) pair once per
+    /// PeerConnection. A down track the subscriber had moves to the new mid.
+    pub fn subscribe_on_mid(
+        &mut self,
+        subscriber: &str,
+        track_id: &str,
+        stream_id: &str,
+        mid: &str,
+        now: Instant,
+    ) -> Result<()> {
+        let sub = self.key_of(subscriber)?;
+        let mid = Mid::from(mid);
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let kind = self.router.tracks[&tk].kind;
+        let peer = self.peers.get(&sub).ok_or_else(|| EngineError::UnknownPeer(subscriber.to_string()))?;
+        let usable = peer
+            .rtc
+            .media(mid)
+            .is_some_and(|m| m.kind() == kind && m.direction().is_sending());
+        if !usable || self.router.by_sub_mid.contains_key(&(sub, mid)) {
+            return Err(EngineError::RemoteSdp(format!("mid {mid} is no free sending {kind:?} m-line")));
+        }
+        let seed = self.next_seed();
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let mut fresh = DownTrack::new(sub, stream_id.to_string(), kind, seed);
+        fresh.mid = Some(mid);
+        let mut retired = None;
+        match track.downs.iter_mut().find(|d| d.sub == sub) {
+            Some(d) => {
+                retired = d.mid;
+                fresh.generation = d.generation + 1;
+                *d = fresh;
+            }
+            None => track.downs.push(fresh),
+        }
+        if let Some(old) = retired {
+            self.router.by_sub_mid.remove(&(sub, old));
+        }
+        self.router.by_sub_mid.insert((sub, mid), tk);
+        self.request_keyframes(tk, now);
+        Ok(())
+    }
+
     /// Stop forwarding at once; the m-line turns inactive in the next offer.
     pub fn unsubscribe(&mut self, subscriber: &str, track_id: &str) -> Result<()> {
         let sub = self.key_of(subscriber)?;

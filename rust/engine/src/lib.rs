@@ -323,6 +323,12 @@ impl Engine {
         self.call(move |c, now| c.subscribe(&s, &t, &st, now))
     }
 
+    /// Single PeerConnection: forward a track on a client-offered m-line.
+    pub fn subscribe_on_mid(&self, subscriber: &str, track_id: &str, stream_id: &str, mid: &str) -> Result<()> {
+        let (s, t, st, m) = (subscriber.to_string(), track_id.to_string(), stream_id.to_string(), mid.to_string());
+        self.call(move |c, now| c.subscribe_on_mid(&s, &t, &st, &m, now))
+    }
+
     /// Stop forwarding a track to a subscriber.
     pub fn unsubscribe(&self, subscriber: &str, track_id: &str) -> Result<()> {
         let (s, t) = (subscriber.to_string(), track_id.to_string());

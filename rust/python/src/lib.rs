@@ -278,6 +278,20 @@ impl MediaEngine {
             .map_err(to_py)
     }
 
+    /// Single PeerConnection (/rtc/v1): forward a track on a client-offered m-line.
+    #[pyo3(signature = (*, subscriber, track_id, stream_id, mid))]
+    fn subscribe_on_mid(
+        &self,
+        py: Python<'_>,
+        subscriber: &str,
+        track_id: &str,
+        stream_id: &str,
+        mid: &str,
+    ) -> PyResult<()> {
+        py.allow_threads(|| self.engine.subscribe_on_mid(subscriber, track_id, stream_id, mid))
+            .map_err(to_py)
+    }
+
     #[pyo3(signature = (*, subscriber, track_id))]
     fn unsubscribe(&self, py: Python<'_>, subscriber: &str, track_id: &str) -> PyResult<()> {
         py.allow_threads(|| self.engine.unsubscribe(subscriber, track_id))
