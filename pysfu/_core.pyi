@@ -16,6 +16,7 @@ __all__ = [
     "PeerConnected",
     "TrackArrived",
     "core_version",
+    "interface_addresses",
 ]
 
 def core_version() -> str:

@@ -257,6 +257,20 @@ HARNESS_JS = r"""
 """
 
 
+PC_COUNTER_JS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__peerConnections = 0;
+  window.RTCPeerConnection = function (...args) {
+    window.__peerConnections += 1;
+    return new Native(...args);
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Native);
+})();
+"""
+
+
 class BrowserParticipant:
     """One browser tab on the demo page, driving ``livekit-client`` via ``window.harness``."""
 
@@ -292,6 +306,10 @@ class BrowserParticipant:
         await self.page.goto(server.http_url + "/demo/")
         await self.page.wait_for_function("() => !!window.LivekitClient")
         await self.page.evaluate(HARNESS_JS)
+
+    async def peer_connections(self) -> int:
+        """RTCPeerConnections the page has created."""
+        return int(await self.page.evaluate("() => window.__peerConnections"))
 
     async def call(self, fn: str, *args: Any) -> Any:
         """``harness.<fn>(*args)`` in the page."""
@@ -364,6 +382,8 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
 
 async def new_participant(browser: Browser, server: RunningServer, name: str) -> BrowserParticipant:
     context = await browser.new_context(viewport={"width": 1100, "height": 700})
+    # Count the page's RTCPeerConnections (one on /rtc/v1, two on /rtc).
+    await context.add_init_script(PC_COUNTER_JS)
     participant = BrowserParticipant(await context.new_page(), name)
     await participant.open(server)
     return participant

@@ -72,18 +72,30 @@ async def test_two_browsers_see_and_hear_each_other(
     await bob.call("disconnect")
 
 
-async def test_v1_falls_back_to_v0(server: RunningServer, browser: Browser) -> None:
-    """livekit-client tries single-PC /rtc/v1 first; pysfu answers 404 there and
-    /rtc/v1/validate 404 (without "requested room does not exist"), so the client retries
-    on /rtc without surfacing an error (PROTOCOL.md §1)."""
-    alice = await new_participant(browser, server, "alice")
-    result = await alice.join(server)
+async def test_browser_joins_on_v1_with_one_peer_connection(
+    server: RunningServer, browser: Browser
+) -> None:
+    """Issue 13: livekit-client joins on single-PC /rtc/v1 (no fallback to /rtc, no
+    "Consider upgrading your LiveKit server" warning) with one RTCPeerConnection, and
+    media flows both ways with a Python SDK participant."""
+    tone = ToneSource()
+    web = await new_participant(browser, server, "web")
+    result = await web.join(server)
     assert result["room"] == "room1"
-    paths = [httpx.URL(url).path for url in alice.websockets]
-    assert paths == ["/rtc/v1", "/rtc"], alice.websockets
-    assert any("v1 RTC path not found" in line for line in alice.console)
-    assert not alice.errors(), alice.console
-    await alice.call("disconnect")
+    async with connected(server, "py") as (py, py_w):
+        await web.wait_event("participant_connected", lambda e: e["identity"] == "py")
+        await tone.publish(py)
+        await web.call("publish")
+        audio = await web.wait_state("audioState", "py", audio_flowing)
+        assert audio["packets"] > 0
+        await py_w.wait_for("track_subscribed", lambda t, pub, p: p.identity == "web")
+        await tone.aclose()
+    paths = [httpx.URL(url).path for url in web.websockets]
+    assert paths == ["/rtc/v1"], web.websockets
+    assert await web.peer_connections() == 1
+    assert not any("upgrading" in line.lower() for line in web.console), web.console
+    assert not web.errors(), web.console
+    await web.call("disconnect")
 
 
 async def test_browser_and_python_sdk_exchange_media_and_data(

@@ -31,9 +31,12 @@ async def test_python_sdk_joins_on_v1_and_media_flows_both_ways(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="livekit")
-    async with connected(server, "alice") as (alice, alice_w), connected(server, "bob") as (
-        bob,
-        bob_w,
+    async with (
+        connected(server, "alice") as (alice, alice_w),
+        connected(server, "bob") as (
+            bob,
+            bob_w,
+        ),
     ):
         tone_a, tone_b = ToneSource(), ToneSource()
         await tone_a.publish(alice)

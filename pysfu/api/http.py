@@ -28,7 +28,7 @@ from livekit.protocol import models, rtc
 from ..auth import AuthError, Claims, bearer_from_header, verify_token
 from ..runtime.agents import AgentRuntime
 from ..runtime.manager import JoinParams, JoinRefused, ResumeRefused, RoomManager
-from ..signal import connection
+from ..signal import connection, v1
 from ..signal.connection import MAX_FRAME_BYTES
 from ..signal.join_request import JoinRequestError, decode_join_request
 from .agent_dispatch import SERVICE as AGENT_DISPATCH_SERVICE
@@ -209,9 +209,7 @@ class App:
             await self._deny(scope, send, exc.status, exc.message)
             return
         if offer is not None:
-            # /rtc/v1: the publisher offer rides in the join; its answer follows the
-            # JoinResponse.
-            self.manager.media.publisher_offer(session.sid, offer)
+            v1.join_offer(self.manager, session, offer)
         await send({"type": "websocket.accept"})
         await connection.serve(self.manager, session, AsgiTransport(receive, send))
 
@@ -264,7 +262,7 @@ class App:
             await transport.close()
             return
         if offer is not None:
-            self.manager.media.publisher_offer(session.sid, offer)
+            v1.join_offer(self.manager, session, offer)
         await connection.serve(self.manager, session, transport, first=first)
 
     async def _agent_socket(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,9 +2,10 @@
 
 Each participant has two engine peers: ``<sid>/pub`` (the client offers, we
 answer) and ``<sid>/sub`` (we offer, the client answers); one that joined on
-``/rtc/v1`` has only ``<sid>/pub``, which carries both directions (``single_pc``). This module translates signaling
-(SessionDescription, TrickleRequest, UpdateTrackSettings) into engine commands, and
-engine events (peer connected, track arrived, data received) into room transitions.
+``/rtc/v1`` has only ``<sid>/pub``, which carries both directions (``single_pc``).
+This module translates signaling (SessionDescription, TrickleRequest,
+UpdateTrackSettings) into engine commands, and engine events (peer connected, track
+arrived, data received) into room transitions.
 
 The engine forwards RTP on its own threads; Python sees only control events. The
 event pump waits on the engine's wake-up fd with ``trio.lowlevel.wait_readable``, so
