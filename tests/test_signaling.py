@@ -4,8 +4,10 @@ livekit-protocol messages: what any LiveKit client sees on the wire."""
 from __future__ import annotations
 
 import gc
+import pathlib
 import time
 from contextlib import AsyncExitStack
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -15,6 +17,7 @@ from livekit.protocol import models, rtc
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from pysfu.auth import VideoGrant, mint_token
+from pysfu.media.sdp import media_sections
 from pysfu.rtc.room import Effects
 from pysfu.signal.join_request import encode_join_request
 
@@ -474,3 +477,47 @@ async def test_joins_do_not_create_rooms_when_auto_create_is_off(server: Running
     await server.acall(server.server.create_room, "not-yet")
     async with connect(server.url, token) as ws:
         assert (await SignalClient(ws).expect("join")).join.room.name == "not-yet"
+
+
+CHROME_OFFER = (
+    pathlib.Path(__file__).resolve().parent.parent / "rust/engine/src/fuzz/chrome_offer.sdp"
+).read_text()
+
+
+async def test_v1_join_request_carries_tracks_and_the_offer(server: RunningServer) -> None:
+    """Issue 13: on /rtc/v1 the JoinRequest's tracks and publisher offer are handled as
+    v0 requests: JoinResponse (not subscriber-primary), TrackPublishedResponse for the
+    announced track, then the answer to the offer (its id kept), and never a server
+    offer (the SDKs ignore one on their single PeerConnection)."""
+    # The client receives on a second audio section (as the SDKs' recvonly ones).
+    receive = CHROME_OFFER.split("m=video")[0].split("m=audio", 1)[1]
+    receive = receive.replace("a=mid:0", "a=mid:9").replace("a=sendonly", "a=recvonly")
+    receive = "\r\n".join(
+        ln for ln in receive.split("\r\n") if not ln.startswith(("a=msid", "a=ssrc"))
+    )
+    offer_sdp = CHROME_OFFER.replace("m=application", "m=audio" + receive + "m=application")
+    offer_sdp = offer_sdp.replace("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 1 9 2")
+    request = rtc.JoinRequest(
+        connection_settings=rtc.ConnectionSettings(auto_subscribe=True),
+        add_track_requests=[rtc.AddTrackRequest(cid="TR_audio1", name="mic", type=0)],
+        publisher_offer=rtc.SessionDescription(type="offer", sdp=offer_sdp, id=7),
+    )
+    query = urlencode(
+        {"access_token": server.token_for("a"), "join_request": encode_join_request(request)}
+    )
+    async with open_websocket_url(f"{server.url}/rtc/v1?{query}") as ws:
+        client = SignalClient(ws)
+        first = await client.recv()
+        assert first.WhichOneof("message") == "join"
+        assert not first.join.subscriber_primary
+        published = await client.expect("track_published")
+        assert published.track_published.cid == "TR_audio1"
+        answer = (await client.expect("answer")).answer
+        assert answer.id == 7 and answer.type == "answer"
+        sections = {s.mid: s for s in media_sections(answer.sdp)}
+        assert sections["0"].direction == "recvonly", "the client's track comes in"
+        assert sections["9"].direction == "inactive", "nothing to send there yet"
+        with trio.move_on_after(1):
+            while True:
+                msg = await client.recv(2)
+                assert msg.WhichOneof("message") != "offer", msg

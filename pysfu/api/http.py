@@ -69,7 +69,7 @@ def _query(scope: Scope) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
-def _v1_params(query: Mapping[str, str]) -> tuple[JoinParams, rtc.SessionDescription | None]:
+def _v1_params(query: Mapping[str, str]) -> tuple[JoinParams, rtc.JoinRequest]:
     """/rtc/v1: everything comes in the ``join_request`` parameter."""
     try:
         request = decode_join_request(query.get("join_request", ""))
@@ -84,10 +84,7 @@ def _v1_params(query: Mapping[str, str]) -> tuple[JoinParams, rtc.SessionDescrip
         reconnect_reason=int(request.reconnect_reason),
         single_pc=True,
     )
-    offer = request.publisher_offer if request.HasField("publisher_offer") else None
-    if offer is not None and (offer.type != "offer" or not offer.sdp):
-        offer = None
-    return params, offer
+    return params, request
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -185,9 +182,9 @@ class App:
             return
         try:
             claims, query = self._authorize_join(scope)
-            offer = None
+            join_request = None
             if path == "/rtc/v1":
-                params, offer = _v1_params(query)
+                params, join_request = _v1_params(query)
             else:
                 params = JoinParams(
                     auto_subscribe=_flag(query.get("auto_subscribe"), True),
@@ -201,15 +198,15 @@ class App:
             return
         self._check_reachable(scope)
         if params.reconnect:
-            await self._resume(scope, receive, send, claims, params, offer)
+            await self._resume(scope, receive, send, claims, params, join_request)
             return
         try:
             session = self.manager.join(claims, params)
         except JoinRefused as exc:
             await self._deny(scope, send, exc.status, exc.message)
             return
-        if offer is not None:
-            v1.join_offer(self.manager, session, offer)
+        if join_request is not None:
+            v1.join_extras(self.manager, session, join_request)
         await send({"type": "websocket.accept"})
         await connection.serve(self.manager, session, AsgiTransport(receive, send))
 
@@ -239,7 +236,7 @@ class App:
         send: Send,
         claims: Claims,
         params: JoinParams,
-        offer: rtc.SessionDescription | None = None,
+        join_request: rtc.JoinRequest | None = None,
     ) -> None:
         """A client's signal came back (``reconnect=1&sid=...``): continue its session
         if the token's holder owns it, else make it rejoin in full."""
@@ -261,8 +258,8 @@ class App:
             await transport.send(leave.SerializeToString())
             await transport.close()
             return
-        if offer is not None:
-            v1.join_offer(self.manager, session, offer)
+        if join_request is not None:
+            v1.join_extras(self.manager, session, join_request)
         await connection.serve(self.manager, session, transport, first=first)
 
     async def _agent_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
