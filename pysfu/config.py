@@ -55,6 +55,8 @@ DEFAULT_UDP_PORT = 7882
 """Single UDP port for all WebRTC media, livekit-server's default in dev mode."""
 DEFAULT_TCP_PORT = 7881
 """ICE-over-TCP port (passive host candidates), livekit-server's ``rtc.tcp_port``."""
+DEFAULT_TURN_UDP_PORT = 3478
+"""The embedded TURN server's UDP port, livekit-server's ``turn.udp_port`` default."""
 DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "global.stun.twilio.com:3478")
 """Asked for the external address when ``rtc.use_external_ip`` names no servers."""
 DEFAULT_EMPTY_TIMEOUT_S = 300.0
@@ -94,6 +96,7 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
         {"empty_timeout", "departure_timeout", "auto_create", "enable_remote_unmute"}
     ),
     "webhook": frozenset({"api_key", "urls"}),
+    "turn": frozenset({"enabled", "udp_port", "domain"}),
     "logging": frozenset({"level"}),
 }
 
@@ -165,6 +168,12 @@ class Config:
     first."""
     stun_servers: tuple[str, ...] = DEFAULT_STUN_SERVERS
     """``rtc.stun_servers`` as ``host:port``, asked when :attr:`use_external_ip`."""
+    turn_enabled: bool = False
+    """``turn.enabled``: the embedded TURN server (UDP) and ``ice_servers`` for it."""
+    turn_udp_port: int = DEFAULT_TURN_UDP_PORT
+    """``turn.udp_port`` (0 = any free port)."""
+    turn_domain: str | None = None
+    """``turn.domain``: the host in the ``turn:`` URL (default: the primary media IP)."""
     auto_create: bool = True
     """``room.auto_create``: a join may create the room its token names."""
     enable_remote_unmute: bool = False
@@ -248,6 +257,10 @@ def load_config(
     interfaces = _include_exclude(rtc.get("interfaces"), "rtc.interfaces", _name)
     ips = _include_exclude(rtc.get("ips"), "rtc.ips", _cidr)
     use_external_ip = _bool(rtc.get("use_external_ip", False), "rtc.use_external_ip")
+    turn = _section(raw, "turn")
+    turn_enabled = _bool(turn.get("enabled", False), "turn.enabled")
+    turn_udp_port = _port(turn.get("udp_port", DEFAULT_TURN_UDP_PORT), "turn.udp_port")
+    turn_domain = _str(turn["domain"], "turn.domain") if turn.get("domain") else None
     stun_servers: tuple[str, ...] = DEFAULT_STUN_SERVERS
     if rtc.get("stun_servers") is not None:
         stun_servers = _stun_servers(rtc["stun_servers"])
@@ -320,6 +333,9 @@ def load_config(
         ips_exclude=ips[1],
         use_external_ip=use_external_ip,
         stun_servers=stun_servers,
+        turn_enabled=turn_enabled,
+        turn_udp_port=turn_udp_port,
+        turn_domain=turn_domain,
         auto_create=auto_create,
         enable_remote_unmute=enable_remote_unmute,
     )

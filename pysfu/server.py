@@ -29,14 +29,14 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
-from livekit.protocol import agent_dispatch, models, webhook
+from livekit.protocol import agent_dispatch, models, rtc, webhook
 
 from . import _core
 from .api import _hypercorn_fix
 from .api.http import App
 from .config import Config
 from .demo import demo_routes
-from .media import addresses, stun
+from .media import addresses, stun, turn
 from .media.bridge import EngineMediaPlane
 from .rtc.dispatch import Worker
 from .rtc.room import Room, ServerIdentity
@@ -129,6 +129,8 @@ class Server:
         """The ICE-TCP port actually bound (None: UDP only)."""
         self.advertised: list[tuple[str, str, int]] = []
         """Host candidates while serving, as ``("udp" | "tcp", ip, port)``."""
+        self.turn: turn.TurnServer | None = None
+        """The embedded TURN server while serving (``turn.enabled``)."""
         self.media: EngineMediaPlane | None = None
         """The engine's media plane while serving."""
         self._stop = trio.Event()
@@ -181,6 +183,8 @@ class Server:
         self.media = EngineMediaPlane(self.manager, engine)
         self.manager.media = self.media
         async with trio.open_nursery() as nursery:
+            if self.config.turn_enabled:
+                await self._start_turn(nursery, bind_ip, _bindable(choice.ips, bind_ip))
             await nursery.start(self.media.run)
             await nursery.start(self.manager.run)
             await nursery.start(self.agents.run)
@@ -201,6 +205,26 @@ class Server:
             await self._stop.wait()
             nursery.cancel_scope.cancel()
         self._stopped.set()
+
+    async def _start_turn(self, nursery: trio.Nursery, bind_ip: str, relay_ip: str) -> None:
+        """The embedded TURN server; JoinResponse and ReconnectResponse carry it with
+        credentials derived from the first API secret (see media/turn.py)."""
+        secret = next(iter(self.config.keys.values()))
+        media_ips = frozenset(ip for _, ip, _ in self.advertised)
+        server = turn.TurnServer(
+            [secret], bind_ip, self.config.turn_udp_port, relay_ip, allowed_peers=media_ips
+        )
+        port: int = await nursery.start(server.run)
+        self.turn = server
+        host = self.config.turn_domain or relay_ip
+        url = f"turn:{_bind_string(host, port)}?transport=udp"
+
+        def ice_servers(identity: str) -> list[rtc.ICEServer]:
+            username, password = turn.credentials(secret, identity)
+            return [rtc.ICEServer(urls=[url], username=username, credential=password)]
+
+        self.manager.ice_servers = ice_servers
+        log.info("media: TURN (UDP) on %s, relaying from %s", _bind_string(bind_ip, port), relay_ip)
 
     async def _choose_addresses(self, bind_ip: str) -> addresses.Choice:
         external = None
@@ -319,3 +343,17 @@ def _log_choice(choice: addresses.Choice, advertised: list[tuple[str, str, int]]
     for note in choice.notes:
         if note.startswith("warning: "):
             log.warning("media: %s", note.removeprefix("warning: "))
+
+
+def _bindable(ips: tuple[str, ...], fallback: str) -> str:
+    """The first advertised address this host can bind (an address STUN reported is
+    the NAT's, not ours), for TURN relay sockets."""
+    for ip in ips:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((ip, 0))
+            except OSError:
+                continue
+            return ip
+    return fallback

@@ -197,7 +197,7 @@ def test_unsupported_keys_warned() -> None:
     config, warnings = _load(
         """
         redis: {address: "localhost:6379"}
-        turn: {enabled: true}
+        turn: {enabled: true, tls_port: 5349}
         rtc:
           udp_port: 7882
           port_range_start: 50000
@@ -210,7 +210,7 @@ def test_unsupported_keys_warned() -> None:
     )
     assert config.udp_port == 7882
     assert "unsupported config key redis ignored" in warnings
-    assert "unsupported config key turn ignored" in warnings
+    assert "unsupported config key turn.tls_port ignored" in warnings
     assert "unsupported config key rtc.port_range_start ignored" in warnings
     assert not any("auto_create" in w for w in warnings)
     assert "unsupported config key logging.json ignored" in warnings
@@ -375,3 +375,15 @@ def test_rtc_address_keys_as_livekit_server_writes_them() -> None:
 def test_bad_rtc_address_keys_name_the_key(body: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _load(body, dev=True)
+
+
+def test_turn_keys() -> None:
+    config, warnings = _load(
+        "turn: {enabled: true, udp_port: 3479, domain: turn.example.com}", dev=True
+    )
+    assert (config.turn_enabled, config.turn_udp_port, config.turn_domain) == (
+        True,
+        3479,
+        "turn.example.com",
+    )
+    assert warnings == []

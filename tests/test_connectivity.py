@@ -9,13 +9,14 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from livekit import rtc
 
 from pysfu.config import Config
 
 from . import netns
 from .client_process import ClientProcess, python_client
 from .conftest import RunningServer, make_config, start_server, stop_server
-from .sdk_helpers import AudioProbe, Watcher, connected
+from .sdk_helpers import AudioProbe, ToneSource, Watcher, connected
 
 pytestmark = pytest.mark.asyncio
 
@@ -116,3 +117,29 @@ async def test_ipv6_only_client_connects() -> None:
             remote_tone(server, ns, ns.host_ip),
         ):
             await hears_remote(watcher)
+
+
+async def test_relay_only_client_connects_through_the_embedded_turn_server() -> None:
+    """turn.enabled: the JoinResponse carries a TURN server with credentials, and a
+    Python SDK client restricted to relay candidates (ice_transport_type relay)
+    connects through it; its audio reaches a subscriber."""
+    config = make_config(turn_enabled=True, turn_udp_port=0)
+    with serving(config) as server:
+        async with connected(server, "local") as (_, watcher):
+            relayed = rtc.Room()
+            options = rtc.RoomOptions(
+                connect_timeout=15,
+                rtc_config=rtc.RtcConfiguration(
+                    ice_transport_type=rtc.IceTransportType.TRANSPORT_RELAY
+                ),
+            )
+            await relayed.connect(server.url, server.token_for("remote"), options)
+            tone = ToneSource()
+            try:
+                await tone.publish(relayed)
+                await hears_remote(watcher)
+            finally:
+                await tone.aclose()
+                await relayed.disconnect()
+        assert server.server.turn is not None
+        assert server.server.turn.relayed > 0, "media went through the relay"

@@ -21,7 +21,7 @@ pytest.importorskip("atheris")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
-TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent", "stun", "join_request"]
+TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent", "stun", "join_request", "turn"]
 SECONDS = int(os.environ.get("PYSFU_FUZZ_SECONDS", "15"))
 """Per target: five targets stay well under two minutes of CI time together."""
 PER_INPUT_TIMEOUT_S = 20

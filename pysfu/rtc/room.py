@@ -380,6 +380,7 @@ class Room:
         permission: models.ParticipantPermission | None = None,
         auto_subscribe: bool = True,
         single_pc: bool = False,
+        ice_servers: Iterable[rtc.ICEServer] = (),
     ) -> tuple[Participant, Effects]:
         """Add a participant. The first message queued for it is its JoinResponse.
         An existing participant with the same identity is removed first
@@ -412,6 +413,7 @@ class Room:
         self.by_identity[identity] = p.sid
         join = self._join_response(p, others)
         join.subscriber_primary = not single_pc
+        join.ice_servers.extend(ice_servers)
         fx.send(p.sid, rtc.SignalResponse(join=join))
         p.seen_through = self._version
         self._broadcast_participant(fx, p, include_self=False, batch=True)

@@ -146,6 +146,9 @@ class RoomManager:
         self.server = server or ServerIdentity()
         self.webhooks: WebhookSink = webhooks or NullWebhookSink()
         self.media: MediaPlane = NullMediaPlane()
+        self.ice_servers: Callable[[str], list[rtc.ICEServer]] = lambda identity: []
+        """ICE servers (the embedded TURN server, with credentials) for a participant's
+        JoinResponse and ReconnectResponse; set by the server when TURN is on."""
         self.policy = policy or RoomPolicy()
         self._keys = dict(keys or {})
         """API keys and secrets, to sign refreshed tokens (none: no refresh)."""
@@ -288,6 +291,7 @@ class RoomManager:
             permission=claims.permission(),
             auto_subscribe=params.auto_subscribe,
             single_pc=params.single_pc,
+            ice_servers=self.ice_servers(claims.identity),
         )
         session = ParticipantSession(room.name, participant.sid, claims, now=self.now())
         self._register(session)
@@ -348,7 +352,7 @@ class RoomManager:
         its reliable data packets arrived, so it resends only the rest."""
         return rtc.ReconnectResponse(
             last_message_seq=p.last_reliable_seq,
-            ice_servers=[],
+            ice_servers=self.ice_servers(p.identity),
             client_configuration=models.ClientConfiguration(),
             server_info=models.ServerInfo(
                 edition=models.ServerInfo.Edition.Standard,
