@@ -66,8 +66,16 @@ def test_one_input(data: bytes) -> None:
     assert all(isinstance(w, str) for w in warnings)
     assert config.keys and all(isinstance(s, str) and s for s in config.keys.values())
     assert 0 <= config.port <= 65535 and 0 <= config.udp_port <= 65535
-    for address in (*config.bind_addresses, config.node_ip):
+    # node_ip None: a wildcard bind, whose addresses are chosen at start-up.
+    for address in (*config.bind_addresses, *([config.node_ip] if config.node_ip else [])):
         ipaddress.ip_address(address)
+    assert (
+        config.node_ip is not None or ipaddress.ip_address(config.bind_addresses[0]).is_unspecified
+    )
+    for port in (config.tcp_port, config.turn_udp_port):
+        assert port is None or 0 <= port <= 65535
+    for prefix in (*config.ips_include, *config.ips_exclude):
+        ipaddress.ip_network(prefix)
     for timeout in (config.empty_timeout_s, config.departure_timeout_s):
         assert math.isfinite(timeout) and timeout >= 0, f"unusable timeout {timeout}"
     if config.webhook_urls:
