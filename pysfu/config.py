@@ -195,6 +195,7 @@ def load_config(
     bind: list[str] | None = None,
     port: int | None = None,
     udp_port: int | None = None,
+    tcp_port: int | None = None,
     keys_flag: str | None = None,
     node_ip: str | None = None,
     env: Mapping[str, str],
@@ -253,7 +254,9 @@ def load_config(
     final_udp = _udp_port(
         udp_port if udp_port is not None else rtc.get("udp_port", DEFAULT_UDP_PORT)
     )
-    final_tcp = _port(rtc.get("tcp_port", DEFAULT_TCP_PORT), "rtc.tcp_port")
+    final_tcp = _port(
+        tcp_port if tcp_port is not None else rtc.get("tcp_port", DEFAULT_TCP_PORT), "rtc.tcp_port"
+    )
     interfaces = _include_exclude(rtc.get("interfaces"), "rtc.interfaces", _name)
     ips = _include_exclude(rtc.get("ips"), "rtc.ips", _cidr)
     use_external_ip = _bool(rtc.get("use_external_ip", False), "rtc.use_external_ip")

@@ -69,7 +69,18 @@ async def test_dev_server_warns_serves_and_shuts_down_cleanly(tmp_path) -> None:
     port = _free_port()
     cfg = tmp_path / "livekit.yaml"
     cfg.write_text("redis: {address: localhost:6379}\nroom: {empty_timeout: 30}\n")
-    proc = _pysfu("serve", "--dev", "--config", str(cfg), "--port", str(port), "--udp-port", "0")
+    proc = _pysfu(
+        "serve",
+        "--dev",
+        "--config",
+        str(cfg),
+        "--port",
+        str(port),
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+    )
     try:
         await trio.to_thread.run_sync(_wait_healthy, port, proc)
         token = mint_token("devkey", "secret", identity="alice", room="r")

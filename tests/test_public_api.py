@@ -16,7 +16,7 @@ def test_exports_resolve() -> None:
 
 @pytest.mark.trio
 async def test_embedded_server_reports_room_events() -> None:
-    config, _ = pysfu.load_config(dev=True, port=0, udp_port=0, env={})
+    config, _ = pysfu.load_config(dev=True, port=0, udp_port=0, tcp_port=0, env={})
     server = pysfu.Server(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)

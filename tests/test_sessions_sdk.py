@@ -51,6 +51,7 @@ async def yaml_server(body: str) -> AsyncIterator[RunningServer]:
         bind=["127.0.0.1"],
         port=0,
         udp_port=0,
+        tcp_port=0,
         env={},
     )
     assert not [w for w in warnings if "ignored" in w], warnings
