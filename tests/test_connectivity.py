@@ -5,7 +5,9 @@ on the server's side checks that the client's 440 Hz tone arrives."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -143,3 +145,28 @@ async def test_relay_only_client_connects_through_the_embedded_turn_server() -> 
                 await relayed.disconnect()
         assert server.server.turn is not None
         assert server.server.turn.relayed > 0, "media went through the relay"
+
+
+async def test_loopback_only_media_is_said_when_a_remote_client_joins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wildcard bind whose filters leave only loopback advertises 127.0.0.1 with a
+    warning at start-up, and says so as an error when a client from another machine
+    (a namespace) joins: its media cannot connect, and the operator learns why."""
+    caplog.set_level(logging.INFO, logger="pysfu")
+    config = make_config(bind_addresses=("0.0.0.0",), interfaces_include=("lo",))
+    with netns.namespace() as ns, serving(config) as server:
+        assert [ip for _, ip, _ in server.server.advertised] == ["127.0.0.1", "127.0.0.1"]
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("reachable only from this machine" in r.getMessage() for r in warned)
+        url = _url(ns.host_ip, server.server.port)
+        async with python_client(
+            url, server.token_for("remote"), "remote", prefix=tuple(ns.argv())
+        ) as client:
+            async with asyncio.timeout(20):
+                while not any(
+                    r.levelno == logging.ERROR and "another machine" in r.getMessage()
+                    for r in caplog.records
+                ):
+                    await asyncio.sleep(0.1)
+            assert not client.saw("connected"), "its media cannot have connected"
