@@ -45,6 +45,8 @@ pub mod peer;
 pub mod pump;
 #[cfg(test)]
 mod resume_tests;
+#[cfg(test)]
+mod single_pc_tests;
 pub mod rewrite;
 pub mod router;
 mod runloop;
