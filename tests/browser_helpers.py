@@ -104,7 +104,7 @@ HARNESS_JS = r"""
     reason: e && e.reason, reasonName: e && e.reasonName, status: e && e.status,
   });
 
-  h.connect = async (url, token, options) => {
+  h.connect = async (url, token, options, connectOptions) => {
     const room = new LK.Room(options || {});
     h.room = room;
     const E = LK.RoomEvent;
@@ -142,7 +142,7 @@ HARNESS_JS = r"""
       push('text_received', { identity, topic: 'lk.chat', text: await reader.readAll() });
     });
     try {
-      await room.connect(url, token);
+      await room.connect(url, token, connectOptions || {});
       return { ok: true, identity: room.localParticipant.identity, sid: room.localParticipant.sid,
                room: room.name };
     } catch (e) {

@@ -489,3 +489,33 @@ async def test_browser_is_told_when_a_track_is_forbidden(
         )
         await tone.aclose()
     await web.call("disconnect")
+
+
+async def test_browser_restricted_to_relay_connects_through_the_embedded_turn_server(
+    browser: Browser,
+) -> None:
+    """Issue 13: with turn.enabled the browser gets the TURN server in ice_servers and,
+    restricted to relay candidates (iceTransportPolicy 'relay'), connects through it;
+    a Python SDK participant hears its microphone."""
+    running = start_server(make_config(dev=True, turn_enabled=True, turn_udp_port=0))
+    try:
+        web = await new_participant(browser, running, "web")
+        token = running.token_for("web", "room1")
+        relay = {"rtcConfig": {"iceTransportPolicy": "relay"}}
+        result = await web.call("connect", running.url, token, {}, relay)
+        assert result["ok"], f"{result} {web.console[-20:]}"
+        async with connected(running, "py") as (_, py_w):
+            await web.call("publish")
+            (track, _, _) = await py_w.wait_for(
+                "track_subscribed",
+                lambda t, pub, p: p.identity == "web" and t.kind == rtc.TrackKind.KIND_AUDIO,
+            )
+            probe = AudioProbe(track)
+            try:
+                await probe.wait_tone(present=True)
+            finally:
+                await probe.aclose()
+        assert running.server.turn is not None and running.server.turn.relayed > 0
+        await web.call("disconnect")
+    finally:
+        stop_server(running)
