@@ -180,6 +180,10 @@ async def test_duplicate_identity_replaces_and_room_keeps_working(
             assert reasons[0] == rtc.DisconnectReason.DUPLICATE_IDENTITY
             await second.local_participant.publish_data(b"still-here")
             await bob_w.wait_for("data_received", lambda p: p.data == b"still-here")
+            # The newcomer publishes nothing: others hear of it in the next update
+            # batch (0.5 s), which its data may overtake.
+            sid = second.local_participant.sid
+            await bob_w.wait_for("participant_connected", lambda p: p.sid == sid)
             assert [p.identity for p in bob.remote_participants.values()] == ["alice"]
         await first.disconnect()
 
