@@ -34,6 +34,7 @@ from livekit.protocol import agent_dispatch, models, webhook
 from . import _core
 from .api import _hypercorn_fix
 from .api.http import App
+from .api.metrics import MetricsApp, make_registry
 from .config import Config
 from .demo import demo_routes
 from .media.bridge import EngineMediaPlane
@@ -126,6 +127,9 @@ class Server:
         """The media UDP port actually bound (differs from config when 0)."""
         self.media: EngineMediaPlane | None = None
         """The engine's media plane while serving."""
+        self.metrics_port: int | None = config.prometheus_port
+        """The Prometheus port actually bound (None: metrics off)."""
+        self.metrics_registry = make_registry(_MetricsSource(self))
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -182,6 +186,8 @@ class Server:
             port = urlsplit(binds[0]).port if binds else None
             if port is not None:
                 self.port = port
+            if self.config.prometheus_port is not None:
+                await self._serve_metrics(nursery, hconfig)
             log.info("pysfu %s listening on %s", VERSION, ", ".join(binds))
             if self.config.dev:
                 log.info("dev mode: demo page at %s/demo/", self.http_url)
@@ -189,6 +195,24 @@ class Server:
             await self._stop.wait()
             nursery.cancel_scope.cancel()
         self._stopped.set()
+
+    async def _serve_metrics(self, nursery: trio.Nursery, main: HypercornConfig) -> None:
+        """Prometheus /metrics on its own port, as livekit-server's prometheus_port."""
+        mconfig = _HypercornConfig()
+        port = self.config.prometheus_port or 0
+        mconfig.bind = [_bind_string(a, port) for a in self.config.bind_addresses]
+        mconfig.accesslog = None
+        mconfig.errorlog = main.errorlog
+        mconfig.graceful_timeout = 0.5
+        binds: list[str] = await nursery.start(
+            partial(
+                hypercorn_serve,
+                cast(Any, MetricsApp(self.metrics_registry)),
+                mconfig,
+                shutdown_trigger=self._stop.wait,
+            )
+        )
+        self.metrics_port = urlsplit(binds[0]).port if binds else None
 
     async def aclose(self) -> None:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""
@@ -277,3 +301,37 @@ class Server:
     def list_dispatches(self, room: str) -> list[agent_dispatch.AgentDispatch]:
         """As Twirp ListDispatch: the room's dispatches with their jobs' states."""
         return self.agents.list_dispatches(room)
+
+class _MetricsSource:
+    """What /metrics reads from a server (pysfu.api.metrics.MetricsSource)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    @property
+    def node_id(self) -> str:
+        return self._server.manager.server.node_id
+
+    def metric_rooms(self) -> list[Room]:
+        return self._server.manager.rooms
+
+    def engine_stats(self) -> dict[str, int]:
+        media = self._server.media
+        if media is None:
+            return {}
+        try:
+            return media.engine.stats()
+        except _core.MediaError:
+            return {}  # the engine is closing
+
+    def webhook_stats(self) -> dict[str, int]:
+        hooks = self._server.webhooks
+        if not isinstance(hooks, WebhookSender):
+            return {}
+        stats = hooks.statistics()
+        return {
+            "queued": stats.queued,
+            "delivered": stats.delivered,
+            "failed": stats.failed,
+            "dropped": stats.dropped,
+        }
