@@ -33,6 +33,7 @@ from livekit.protocol import agent_dispatch, models, webhook
 
 from . import _core
 from .api import _hypercorn_fix
+from .api.cluster import ClusterRoutes
 from .api.http import App
 from .api.metrics import MetricsApp, make_registry
 from .config import Config
@@ -41,6 +42,7 @@ from .media.bridge import EngineMediaPlane
 from .rtc.dispatch import Worker
 from .rtc.room import Room, ServerIdentity
 from .runtime.agents import AgentRuntime
+from .runtime.cluster.node import ClusterNode, new_node_id
 from .runtime.manager import RoomDefaults, RoomManager, RoomPolicy
 from .runtime.ports import NullWebhookSink, WebhookSink
 from .runtime.sessions import RESUME_WINDOW_S
@@ -103,7 +105,9 @@ class Server:
                 empty_timeout_s=config.empty_timeout_s,
                 departure_timeout_s=config.departure_timeout_s,
             ),
-            server=ServerIdentity(version=VERSION),
+            server=ServerIdentity(version=VERSION, node_id=new_node_id())
+            if config.redis is not None
+            else ServerIdentity(version=VERSION),
             webhooks=self.webhooks,
             keys=config.keys,
             policy=RoomPolicy(
@@ -114,12 +118,27 @@ class Server:
         self.agents = AgentRuntime(self.manager, config.keys, server_version=VERSION)
         """Agent workers, dispatches and jobs (see the agent methods below)."""
         self.manager.room_created_hooks.append(self.agents.room_created)
+        self._metrics_source = _MetricsSource(self)
+        self.cluster: ClusterNode | None = None
+        """This node's membership of the cluster sharing ``config.redis``."""
+        routes = None
+        if config.redis is not None:
+            self.cluster = ClusterNode(
+                config.redis,
+                self.manager,
+                node_id=self.manager.server.node_id,
+                version=VERSION,
+                selector=config.node_selector,
+                engine_stats=self._metrics_source.engine_stats,
+            )
+            routes = ClusterRoutes(self.cluster, config.keys)
         # --dev also serves the demo page and its token endpoint at /demo/ (see README).
         self.app = App(
             self.manager,
             config.keys,
             extra_routes=demo_routes(config.keys) if config.dev else None,
             agents=self.agents,
+            cluster=routes,
         )
         self.port: int = config.port
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
@@ -129,7 +148,7 @@ class Server:
         """The engine's media plane while serving."""
         self.metrics_port: int | None = config.prometheus_port
         """The Prometheus port actually bound (None: metrics off)."""
-        self.metrics_registry = make_registry(_MetricsSource(self))
+        self.metrics_registry = make_registry(self._metrics_source)
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -188,6 +207,10 @@ class Server:
                 self.port = port
             if self.config.prometheus_port is not None:
                 await self._serve_metrics(nursery, hconfig)
+            if self.cluster is not None:
+                # Other nodes reach this one where clients send media: rtc.node_ip.
+                host = self.config.node_ip or "127.0.0.1"
+                await nursery.start(self.cluster.run, f"http://{_bind_string(host, self.port)}")
             log.info("pysfu %s listening on %s", VERSION, ", ".join(binds))
             if self.config.dev:
                 log.info("dev mode: demo page at %s/demo/", self.http_url)
@@ -213,6 +236,20 @@ class Server:
             )
         )
         self.metrics_port = urlsplit(binds[0]).port if binds else None
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking new rooms (the cluster places them elsewhere at once) and wait
+        up to ``timeout_s`` for the rooms here to finish; :meth:`aclose` follows."""
+        if self.cluster is None:
+            return
+        self.cluster.drain()
+        if not self.manager.rooms:
+            return
+        log.info("draining: no new rooms; waiting for %d to finish", len(self.manager.rooms))
+        with trio.move_on_after(timeout_s), self.manager.events() as events:
+            async for _ in events:
+                if not self.manager.rooms:
+                    break
 
     async def aclose(self) -> None:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""

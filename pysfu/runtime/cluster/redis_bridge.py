@@ -1,0 +1,171 @@
+"""The cluster's Redis, used from Trio: redis-py's synchronous client, each call run
+in a worker thread (``trio.to_thread``).
+
+Why redis-py: it is Redis' own, well kept, typed, and has Sentinel and Cluster
+clients; the Trio-native clients on PyPI (redtrio, redio) have not been released
+since 2022, and coredis targets asyncio/anyio. A Redis call here is small and rare
+(a heartbeat a second, a lookup per join or API call), so a thread per call costs
+nothing that matters, and a Redis that hangs blocks a worker thread, never the event
+loop. Every call has a socket timeout; errors surface as :class:`RedisUnavailable`.
+
+Keys (all under ``pysfu:``)::
+
+    pysfu:nodes             hash   node id -> NodeInfo (protobuf)
+    pysfu:room:<name>       string RoomPlacement (protobuf): the room's node
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.cluster
+import redis.sentinel
+import trio
+
+from ...config import RedisConfig
+from ...errors import PysfuError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NODES_KEY = "pysfu:nodes"
+ROOM_KEY_PREFIX = "pysfu:room:"
+
+SOCKET_TIMEOUT_S = 2.0
+"""Longest a Redis call may take before it counts as failed."""
+
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisUnavailable(PysfuError):
+    """Redis could not be reached or answered with an error."""
+
+
+def room_key(room: str) -> str:
+    return ROOM_KEY_PREFIX + room
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def make_client(config: RedisConfig) -> Any:
+    """A redis-py client for ``config``: plain, Sentinel (master) or Cluster."""
+    common: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": SOCKET_TIMEOUT_S,
+        "username": config.username or None,
+        "password": config.password or None,
+    }
+    if config.cluster_addresses:
+        nodes = [
+            redis.cluster.ClusterNode(*_split(a))  # type: ignore[no-untyped-call]
+            for a in config.cluster_addresses
+        ]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, ssl=config.use_tls, **common)
+    if config.sentinel_addresses:
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            [_split(a) for a in config.sentinel_addresses],
+            sentinel_kwargs={
+                "username": config.sentinel_username or None,
+                "password": config.sentinel_password or None,
+                "socket_timeout": SOCKET_TIMEOUT_S,
+            },
+            ssl=config.use_tls,
+            **common,
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            config.sentinel_master_name, db=config.db
+        )
+    host, port = _split(config.address)
+    return redis.Redis(
+        host=host, port=port, db=config.db, ssl=config.use_tls, health_check_interval=5, **common
+    )
+
+
+class RedisBridge:
+    """The few Redis operations the cluster needs, each awaited from Trio."""
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self._client = make_client(config)
+        self._cas = self._client.register_script(_COMPARE_AND_SET)
+        self._cad = self._client.register_script(_COMPARE_AND_DELETE)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        call = functools.partial(self._guarded, fn, *args)
+        # abandon_on_cancel: a cancelled caller must not wait out a hung Redis.
+        return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+    @staticmethod
+    def _guarded(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            raise RedisUnavailable(f"redis: {exc}") from exc
+
+    # ---- nodes ------------------------------------------------------------------------
+
+    async def put_node(self, node_id: str, info: bytes) -> None:
+        await self._run(self._client.hset, NODES_KEY, node_id, info)
+
+    async def nodes(self) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await self._run(self._client.hgetall, NODES_KEY)
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._run(self._client.hdel, NODES_KEY, node_id)
+
+    # ---- room placements ------------------------------------------------------------------
+
+    async def placement(self, room: str) -> bytes | None:
+        value: bytes | None = await self._run(self._client.get, room_key(room))
+        return value
+
+    async def claim(self, room: str, value: bytes) -> bool:
+        """Set the room's placement if it has none; True if this call set it."""
+        done = await self._run(functools.partial(self._client.set, nx=True), room_key(room), value)
+        return bool(done)
+
+    async def claim_many(self, values: dict[str, bytes]) -> None:
+        """:meth:`claim` for each room, in one round trip (a node re-asserting its rooms
+        after Redis lost them)."""
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for room, value in values.items():
+                pipe.set(room_key(room), value, nx=True)
+            pipe.execute()
+
+        if values:
+            await self._run(run)
+
+    async def replace(self, room: str, old: bytes, new: bytes) -> bool:
+        """Set the placement to ``new`` only if it still is ``old``."""
+        done = await self._run(functools.partial(self._cas, keys=[room_key(room)], args=[old, new]))
+        return bool(done)
+
+    async def release(self, room: str, old: bytes) -> None:
+        """Delete the placement only if it still is ``old``."""
+        await self._run(functools.partial(self._cad, keys=[room_key(room)], args=[old]))
+
+    async def aclose(self) -> None:
+        await self._run(self._client.close)
