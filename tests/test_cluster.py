@@ -91,3 +91,104 @@ async def test_participants_on_different_nodes_hear_each_other(
             await tone.aclose()
         await alice.disconnect()
         await bob.disconnect()
+
+
+async def test_server_api_answers_from_every_node(two_nodes: list[RunningServer]) -> None:
+    a, b = two_nodes
+    alice, alice_w = await join_via(a, "alice", "api-room")
+    bob, bob_w = await join_via(b, "bob", "api-room")
+    try:
+        host = host_of(two_nodes, "api-room")
+        other = b if host is a else a
+        await alice_w.wait_for("participant_connected", lambda p: p.identity == "bob")
+        # Every node gives the same answer, wherever the room is.
+        for node in two_nodes:
+            async with lkapi(node) as client:
+                rooms = await client.room.list_rooms(api.ListRoomsRequest())
+                assert [r.name for r in rooms.rooms] == ["api-room"]
+                assert rooms.rooms[0].num_participants == 2
+                listed = await client.room.list_participants(
+                    api.ListParticipantsRequest(room="api-room")
+                )
+                assert sorted(p.identity for p in listed.participants) == ["alice", "bob"]
+        # Changes sent to the node without the room reach the room and its clients.
+        async with lkapi(other) as client:
+            updated = await client.room.update_room_metadata(
+                api.UpdateRoomMetadataRequest(room="api-room", metadata="from elsewhere")
+            )
+            assert updated.metadata == "from elsewhere"
+            await client.room.remove_participant(
+                api.RoomParticipantIdentity(room="api-room", identity="bob")
+            )
+        await bob_w.wait_for("disconnected", timeout=10)
+        await alice_w.wait_for("participant_disconnected", lambda p: p.identity == "bob")
+        for _ in range(50):
+            if alice.metadata == "from elsewhere":
+                break
+            await asyncio.sleep(0.1)
+        assert alice.metadata == "from elsewhere"
+        async with lkapi(other) as client:
+            listed = await client.room.list_participants(
+                api.ListParticipantsRequest(room="api-room")
+            )
+            assert [p.identity for p in listed.participants] == ["alice"]
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+
+
+async def test_rooms_spread_over_nodes_by_the_selector(redis_server: RedisProcess) -> None:
+    selector = NodeSelectorConfig(sort_by="rooms")
+    with cluster(redis_server, 3, node_selector=selector) as nodes:
+        async with lkapi(nodes[0]) as client:
+            for i in range(9):
+                await client.room.create_room(api.CreateRoomRequest(name=f"spread-{i}"))
+            listed = await client.room.list_rooms(api.ListRoomsRequest())
+        assert sorted(r.name for r in listed.rooms) == [f"spread-{i}" for i in range(9)]
+        per_node = Counter(
+            node_id
+            for i in range(9)
+            for node_id, node in zip(node_ids(nodes), nodes, strict=True)
+            if node.server.room(f"spread-{i}") is not None
+        )
+        # Fewest rooms first: three each, none on two nodes.
+        assert sorted(per_node.values()) == [3, 3, 3]
+
+
+async def test_random_selector_uses_every_node(redis_server: RedisProcess) -> None:
+    with cluster(redis_server, 2) as nodes:
+        async with lkapi(nodes[1]) as client:
+            for i in range(16):
+                await client.room.create_room(api.CreateRoomRequest(name=f"any-{i}"))
+        counts = [len(n.server.rooms) for n in nodes]
+        assert sum(counts) == 16
+        assert min(counts) > 0  # 2 * 0.5**16 odds of failing by chance
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+async def test_webhooks_sent_once_per_event(redis_server: RedisProcess, receiver: Receiver) -> None:
+    hooks: dict[str, Any] = {"webhook_api_key": API_KEY, "webhook_urls": (receiver.url,)}
+    with cluster(redis_server, 2, **hooks) as nodes:
+        alice, alice_w = await join_via(nodes[0], "alice", "hooked")
+        bob, _ = await join_via(nodes[1], "bob", "hooked")
+        await alice_w.wait_for("participant_connected", lambda p: p.identity == "bob")
+        await bob.disconnect()
+        await alice_w.wait_for("participant_disconnected", lambda p: p.identity == "bob")
+        await alice.disconnect()
+        async with lkapi(nodes[1]) as client:
+            await client.room.delete_room(api.DeleteRoomRequest(room="hooked"))
+        await receiver.await_event("room_finished")
+        await asyncio.sleep(0.5)  # anything sent twice would have arrived by now
+    events = Counter(receiver.for_room("hooked"))
+    assert events["room_started"] == 1
+    assert events["participant_joined"] == 2
+    assert events["participant_left"] == 2
+    assert events["room_finished"] == 1
