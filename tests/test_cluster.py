@@ -75,8 +75,9 @@ async def test_participants_on_different_nodes_hear_each_other(
         for watcher, other in ((bob_w, "alice"), (alice_w, "bob")):
             args = await watcher.wait_for(
                 "track_subscribed",
-                lambda t, pub, p, other=other: p.identity == other
-                and t.kind == rtc.TrackKind.KIND_AUDIO,
+                lambda t, pub, p, other=other: (
+                    p.identity == other and t.kind == rtc.TrackKind.KIND_AUDIO
+                ),
             )
             heard.append(AudioProbe(args[0]))
         try:

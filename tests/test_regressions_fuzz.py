@@ -22,7 +22,7 @@ from .conftest import RunningServer
 from .signal_client import SignalClient, connect
 
 FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
-TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent"]
+TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent", "cluster"]
 
 
 def _corpus() -> Iterator[tuple[str, pathlib.Path]]:
