@@ -103,7 +103,7 @@ def cluster(redis: RedisProcess, n: int, **overrides: Any) -> Iterator[list[Runn
     try:
         for _ in range(n):
             nodes.append(start_server(node_config(redis, **overrides)))
-        wait_registered(redis, n)
+        wait_views(nodes)
         yield nodes
     finally:
         for node in nodes:
@@ -131,6 +131,38 @@ def wait_registered(redis: RedisProcess, n: int, timeout: float = 15) -> None:
     finally:
         client.close()
     raise AssertionError(f"fewer than {n} nodes registered")
+
+
+def wait_views(nodes: list[RunningServer], timeout: float = 15) -> None:
+    """Until every node's registry view holds all of ``nodes``."""
+    ids = set(node_ids(nodes))
+
+    def sees_all(node: RunningServer) -> bool:
+        cluster = node.server.cluster
+        assert cluster is not None
+        return ids <= {n.id for n in cluster.live_nodes()}
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(node.call(sees_all, node) for node in nodes):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the nodes do not all see each other")
+
+
+def wait_settled(nodes: list[RunningServer], timeout: float = 15) -> None:
+    """Until every node places rooms again (after a registry reset)."""
+
+    def settled(node: RunningServer) -> bool:
+        assert node.server.cluster is not None
+        return node.server.cluster.settled
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(node.call(settled, node) for node in nodes):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the nodes did not settle")
 
 
 class NodeProcess:

@@ -44,6 +44,11 @@ HEARTBEAT_INTERVAL_S = 1.0
 NODE_TIMEOUT_S = 4.0
 """A node silent this long is dead (four missed heartbeats)."""
 
+SETTLE_S = 2.5 * HEARTBEAT_INTERVAL_S
+"""After Redis lost its data (restart) or this node lost Redis, new rooms wait this
+long: every node re-asserts its rooms' placements first, so that a join elsewhere
+does not place an existing room a second time."""
+
 PLACEMENT_RETRIES = 5
 """Attempts at placing a room while other nodes race to place it too."""
 
@@ -92,6 +97,10 @@ class ClusterNode:
         """Rooms this node has hosted whose placement it has not released yet."""
         self._registered = trio.Event()
         self._wake = trio.Event()
+        self._failing = False
+        self._epoch: str | None = None
+        self._settle_until = 0.0
+        """Trio time before which no room is placed anew (see SETTLE_S)."""
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -129,25 +138,36 @@ class ClusterNode:
         self._wake.set()
 
     async def _heartbeats(self) -> None:
-        failing = False
         while True:
             try:
+                if self._failing:
+                    self._settle_until = trio.current_time() + SETTLE_S
                 await self.heartbeat()
-                if failing:
+                if self._failing:
                     log.info("cluster registry reachable again")
-                failing = False
+                self._failing = False
                 self._registered.set()
             except RedisUnavailable as exc:
-                if not failing:
+                if not self._failing:
                     log.warning("cluster registry unreachable: %s", exc)
-                failing = True
+                self._failing = True
             with trio.move_on_after(HEARTBEAT_INTERVAL_S):
                 await self._wake.wait()
             self._wake = trio.Event()
 
     async def heartbeat(self) -> None:
-        """Publish this node's info, refresh the view of the others, re-assert the
-        placements of the rooms here."""
+        """Re-assert the placements of the rooms here, publish this node's info,
+        refresh the view of the others."""
+        epoch = await self.bridge.epoch(secrets.token_hex(8))
+        if self._epoch is not None and epoch != self._epoch:
+            log.warning("the cluster registry was reset; re-asserting this node's rooms")
+            self._settle_until = trio.current_time() + SETTLE_S
+        self._epoch = epoch
+        # Placements first: once others see this node listed, its rooms are placed
+        # (after a Redis restart, a join elsewhere must not re-place them first).
+        await self.bridge.claim_many(
+            {room.name: self._placement(room.name) for room in self.manager.rooms}
+        )
         info = self.info()
         await self.bridge.put_node(self.id, info.SerializeToString())
         now = _now_ms()
@@ -167,9 +187,6 @@ class ClusterNode:
             live[node_id] = other
         live[self.id] = info
         self._nodes = live
-        await self.bridge.claim_many(
-            {room.name: self._placement(room.name) for room in self.manager.rooms}
-        )
 
     def info(self) -> NodeInfo:
         rooms = self.manager.rooms
@@ -229,6 +246,15 @@ class ClusterNode:
             nodes.append(self.info())
         return nodes
 
+    @property
+    def settled(self) -> bool:
+        """Whether new rooms may be placed (not just after a registry reset)."""
+        return (
+            self._registered.is_set()
+            and not self._failing
+            and trio.current_time() >= self._settle_until
+        )
+
     def node(self, node_id: str) -> NodeInfo | None:
         return next((n for n in self.live_nodes() if n.id == node_id), None)
 
@@ -264,6 +290,8 @@ class ClusterNode:
                 log.info("room %s was on %s, which is gone; placing it anew", room, placed.node_id)
             elif not create:
                 return None
+            if not self.settled and self.manager.room(room) is None:
+                raise NoNodeAvailable("the cluster registry is recovering; retry")
             if self.manager.room(room) is not None:
                 chosen: NodeInfo | None = self.info()  # already here: keep it here
             else:

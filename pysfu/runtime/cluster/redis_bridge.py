@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+import redis.backoff
 import redis.cluster
+import redis.retry
 import redis.sentinel
 import trio
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NODES_KEY = "pysfu:nodes"
+EPOCH_KEY = "pysfu:epoch"
 ROOM_KEY_PREFIX = "pysfu:room:"
 
 SOCKET_TIMEOUT_S = 2.0
@@ -70,6 +73,10 @@ def _split(address: str) -> tuple[str, int]:
 def make_client(config: RedisConfig) -> Any:
     """A redis-py client for ``config``: plain, Sentinel (master) or Cluster."""
     common: dict[str, Any] = {
+        # No retries inside redis-py (its default retries with backoff for seconds):
+        # a failed call fails at once and the heartbeat loop tries again, so the
+        # order of a heartbeat's writes holds (placements before the node's entry).
+        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": SOCKET_TIMEOUT_S,
         "username": config.username or None,
@@ -133,6 +140,17 @@ class RedisBridge:
 
     async def remove_node(self, node_id: str) -> None:
         await self._run(self._client.hdel, NODES_KEY, node_id)
+
+    async def epoch(self, candidate: str) -> str:
+        """The registry's epoch, set to ``candidate`` if it has none: a Redis that
+        restarted empty has a new one."""
+
+        def run() -> bytes:
+            self._client.set(EPOCH_KEY, candidate, nx=True)
+            value: bytes = self._client.get(EPOCH_KEY)
+            return value
+
+        return (await self._run(run)).decode()
 
     # ---- room placements ------------------------------------------------------------------
 
