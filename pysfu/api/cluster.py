@@ -12,9 +12,11 @@ A request carrying a valid relay grant addressed to this node came from another 
 that already routed it: it is served here. Webhooks need nothing: every room event
 happens on the room's node alone, which sends it once.
 
-Other Twirp services (AgentDispatchService, on the ``agents`` branch) route the same
-way once their request types are listed in :data:`ROOM_FIELD`: a request whose type
-is known and whose room field names a room on another node is forwarded.
+Any Twirp request whose path is in :data:`ROOM_FIELD` is forwarded to the node of the
+room it names, AgentDispatchService's included (the ``agents`` branch serves it
+through the same ``TwirpService.handle`` this wraps). Agent workers connect to one
+node; a dispatch for a room elsewhere reaches workers only if some connect to that
+node too (run workers against every node, or behind the same balancer as clients).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 import trio
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from livekit.protocol import agent_dispatch
 from livekit.protocol import room as room_api
 
 from ..auth import AuthError, verify_token
@@ -46,6 +49,7 @@ Deny = Callable[[Scope, Send, int, str], Awaitable[None]]
 TwirpHandler = Callable[[str, Mapping[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 
 ROOMSERVICE = "/twirp/livekit.RoomService/"
+AGENT_DISPATCH = "/twirp/livekit.AgentDispatchService/"
 
 ROOM_FIELD: dict[str, tuple[type[Message], str]] = {
     ROOMSERVICE + "CreateRoom": (room_api.CreateRoomRequest, "name"),
@@ -58,6 +62,11 @@ ROOM_FIELD: dict[str, tuple[type[Message], str]] = {
     ROOMSERVICE + "UpdateSubscriptions": (room_api.UpdateSubscriptionsRequest, "room"),
     ROOMSERVICE + "SendData": (room_api.SendDataRequest, "room"),
     ROOMSERVICE + "UpdateRoomMetadata": (room_api.UpdateRoomMetadataRequest, "room"),
+    # Served by the agents branch's AgentDispatchService through the same Twirp entry:
+    # a dispatch belongs to its room's node (whose agent workers it is offered to).
+    AGENT_DISPATCH + "CreateDispatch": (agent_dispatch.CreateAgentDispatchRequest, "room"),
+    AGENT_DISPATCH + "DeleteDispatch": (agent_dispatch.DeleteAgentDispatchRequest, "room"),
+    AGENT_DISPATCH + "ListDispatch": (agent_dispatch.ListAgentDispatchRequest, "room"),
 }
 """Twirp paths whose request names a room, and the field that names it."""
 
