@@ -71,7 +71,7 @@ async def test_metrics_follow_a_call(server: RunningServer) -> None:
     assert during[("livekit_track_published_total", (("kind", "audio"),))] == 1
     assert during[("livekit_track_subscribed_total", (("kind", "audio"),))] == 1
     # Counters move with the media: audio every 10-20 ms in, forwarded out.
-    assert during[packets_in] > 50
+    assert during[packets_in] > 10
     assert later[packets_in] > during[packets_in]
     assert later[bytes_out] > during[bytes_out] > 0
     assert later[("livekit_pysfu_rtp_total", (("kind", "forwarded"),))] > 0

@@ -95,7 +95,12 @@ async def connect_owner(
     except (HandshakeError, OSError) as exc:
         if opened:
             raise
-        raise RelayUnavailable(f"cannot reach {url}: {exc!r}") from None
+        raise RelayUnavailable(f"cannot reach {_no_query(url)}: {exc!r}") from None
+
+
+def _no_query(url: str) -> str:
+    """``url`` without its query: a browser's query carries its access token."""
+    return url.split("?", 1)[0]
 
 
 async def pipe(owner: WebSocketConnection, client: ClientEnd) -> None:
@@ -149,5 +154,5 @@ async def forward(
             method, url, headers=list(headers), content=body, timeout=FORWARD_TIMEOUT_S
         )
     except httpx.HTTPError as exc:
-        raise RelayUnavailable(f"cannot reach {url}: {exc!r}") from None
+        raise RelayUnavailable(f"cannot reach {_no_query(url)}: {exc!r}") from None
     return reply.status_code, reply.headers.get("content-type", "text/plain"), reply.content
