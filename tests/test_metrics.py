@@ -12,7 +12,7 @@ from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import RunningServer, make_config, start_server, stop_server
-from .sdk_helpers import AudioProbe, ToneSource, connected
+from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
 pytestmark = pytest.mark.asyncio
 
@@ -83,3 +83,29 @@ async def test_metrics_port_serves_only_metrics(server: RunningServer) -> None:
     async with httpx.AsyncClient() as client:
         reply = await client.get(f"http://127.0.0.1:{port}/rtc")
     assert reply.status_code == 404
+
+
+async def test_rtcp_feedback_counted(server: RunningServer) -> None:
+    camera = CameraSource(320, 240)
+    async with connected(server, "alice") as (alice, _), connected(server, "bob") as (_, bob_w):
+        await camera.publish(alice, simulcast=False)
+        args = await bob_w.wait_for(
+            "track_subscribed", lambda t, pub, p: t.kind == rtc.TrackKind.KIND_VIDEO
+        )
+        probe = VideoProbe(args[0])
+        try:
+            await probe.wait_frames(10)
+            # str0m reports each stream's feedback once a second.
+            for _ in range(30):
+                samples = await _scrape(server)
+                if samples[("livekit_pli_total", (("direction", "outgoing"),))] > 0:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await probe.aclose()
+            await camera.aclose()
+    # A subscriber's first frame needs a keyframe: the server asked the publisher.
+    assert samples[("livekit_pli_total", (("direction", "outgoing"),))] > 0
+    assert samples[("livekit_pysfu_keyframe_requests_total", ())] > 0
+    assert ("livekit_nack_total", (("direction", "incoming"),)) in samples
+    assert ("livekit_fir_total", (("direction", "incoming"),)) in samples

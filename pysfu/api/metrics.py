@@ -16,7 +16,11 @@ Series (``node_id`` label on each, as livekit's ``ConstLabels``)::
     livekit_packet_total{direction}         counter  UDP datagrams in/out
     livekit_packet_bytes{direction}         counter  their bytes
     livekit_pysfu_rtp_total{kind}           counter  RTP received / forwarded / dropped
-    livekit_pli_total{direction="outgoing"} counter  keyframe requests sent to publishers
+    livekit_nack_total{direction}           counter  RTCP NACKs from subscribers
+                                                     (incoming) / to publishers (outgoing)
+    livekit_pli_total{direction}            counter  PLIs, the same way
+    livekit_fir_total{direction}            counter  FIRs, the same way
+    livekit_pysfu_keyframe_requests_total   counter  keyframes the forwarder asked for
     livekit_webhook_total{state}            counter  webhook deliveries queued / delivered
                                                      / failed / dropped
     livekit_pysfu_engine_cpu_seconds_total{thread}   the media engine thread's CPU
@@ -115,11 +119,22 @@ class PysfuCollector(Collector):
         for kind in ("in", "forwarded", "dropped"):
             rtp.add_metric([node, kind], stats.get(f"rtp_{kind}", 0))
         yield rtp
-        pli = CounterMetricFamily(
-            "livekit_pli", "Keyframe requests (PLI)", labels=[*labels, "direction"]
+        for name, what in (("nack", "NACKs"), ("pli", "PLIs"), ("fir", "FIRs")):
+            feedback = CounterMetricFamily(
+                f"livekit_{name}",
+                f"RTCP {what} received from subscribers (incoming) or sent to publishers",
+                labels=[*labels, "direction"],
+            )
+            feedback.add_metric([node, "incoming"], stats.get(f"{name}s_in", 0))
+            feedback.add_metric([node, "outgoing"], stats.get(f"{name}s_out", 0))
+            yield feedback
+        keyframes = CounterMetricFamily(
+            "livekit_pysfu_keyframe_requests",
+            "Keyframe requests the forwarder asked publishers for",
+            labels=labels,
         )
-        pli.add_metric([node, "outgoing"], stats.get("keyframe_requests", 0))
-        yield pli
+        keyframes.add_metric([node], stats.get("keyframe_requests", 0))
+        yield keyframes
 
         hooks = self.source.webhook_stats()
         webhooks = CounterMetricFamily(

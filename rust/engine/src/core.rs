@@ -51,6 +51,9 @@ impl OfferPlan {
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
+/// How often str0m reports each stream's RTCP feedback counts.
+const FEEDBACK_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Core<S: Sink> {
     sink: S,
     /// The address we advertise in candidates and hand to str0m as destination.
@@ -72,6 +75,9 @@ pub struct Core<S: Sink> {
     /// Events for the control plane.
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
+    /// Per stream, the cumulative (FIR, PLI, NACK) counts of its last str0m stats
+    /// event: the engine-wide counters grow by the difference, so they survive peers.
+    feedback_seen: HashMap<(PeerKey, Mid, Option<Rid>, bool), [u64; 3]>,
     seed: u64,
     drop_logged_at: Option<Instant>,
     drops_since_log: u64,
@@ -103,6 +109,7 @@ impl<S: Sink> Core<S> {
             dirty: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
+            feedback_seen: HashMap::new(),
             seed,
             drop_logged_at: None,
             drops_since_log: 0,
@@ -169,7 +176,9 @@ impl<S: Sink> Core<S> {
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
-            .enable_av1(true);
+            .enable_av1(true)
+            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics.
+            .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL));
         if let Some(cert) = &self.cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -266,6 +275,7 @@ impl<S: Sink> Core<S> {
             t.downs.retain(|d| d.sub != key);
         }
         self.router.by_sub_mid.retain(|(p, _), _| *p != key);
+        self.feedback_seen.retain(|(p, ..), _| *p != key);
         if let Some(mut peer) = self.peers.remove(&key) {
             peer.closed = true;
             // Best effort close_notify/BYE; the peer is gone either way.
@@ -695,6 +705,12 @@ impl<S: Sink> Core<S> {
             ("rtp_forwarded", c.rtp_forwarded),
             ("rtp_dropped", c.rtp_dropped),
             ("keyframe_requests", c.keyframe_requests),
+            ("nacks_in", c.nacks_in),
+            ("nacks_out", c.nacks_out),
+            ("plis_in", c.plis_in),
+            ("plis_out", c.plis_out),
+            ("firs_in", c.firs_in),
+            ("firs_out", c.firs_out),
             ("unroutable", c.unroutable),
             ("dropped_not_webrtc", c.dropped_not_webrtc),
             ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
@@ -909,6 +925,13 @@ impl<S: Sink> Core<S> {
                     }
                 }
             }
+            // Egress: what subscribers asked of us; ingress: what we asked publishers.
+            Event::MediaEgressStats(st) => {
+                self.count_feedback(key, st.mid, st.rid, true, [st.firs, st.plis, st.nacks])
+            }
+            Event::MediaIngressStats(st) => {
+                self.count_feedback(key, st.mid, st.rid, false, [st.firs, st.plis, st.nacks])
+            }
             Event::StreamPaused(p) => {
                 if let Some(&tk) = self.router.by_pub_mid.get(&(key, p.mid)) {
                     if let Some(t) = self.router.tracks.get_mut(&tk) {
@@ -919,6 +942,30 @@ impl<S: Sink> Core<S> {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn count_feedback(
+        &mut self,
+        key: PeerKey,
+        mid: Mid,
+        rid: Option<Rid>,
+        egress: bool,
+        now_counts: [u64; 3],
+    ) {
+        let seen = self.feedback_seen.entry((key, mid, rid, egress)).or_insert([0; 3]);
+        let delta: Vec<u64> =
+            now_counts.iter().zip(seen.iter()).map(|(n, s)| n.saturating_sub(*s)).collect();
+        *seen = now_counts;
+        let c = &mut self.counters;
+        if egress {
+            c.firs_in += delta[0];
+            c.plis_in += delta[1];
+            c.nacks_in += delta[2];
+        } else {
+            c.firs_out += delta[0];
+            c.plis_out += delta[1];
+            c.nacks_out += delta[2];
         }
     }
 
