@@ -35,7 +35,7 @@ from . import _core
 from .api import _hypercorn_fix
 from .api.cluster import ClusterRoutes
 from .api.http import App
-from .api.metrics import MetricsApp, make_registry
+from .api.metrics import JoinLatency, MetricsApp, make_registry
 from .config import Config
 from .demo import demo_routes
 from .media.bridge import EngineMediaPlane
@@ -153,6 +153,10 @@ class Server:
         self._stopped = trio.Event()
 
     @property
+    def node_id(self) -> str:
+        return self.manager.server.node_id
+
+    @property
     def http_url(self) -> str:
         host = self.config.bind_addresses[0] if self.config.bind_addresses else "127.0.0.1"
         if host in ("0.0.0.0", "::", ""):
@@ -199,7 +203,10 @@ class Server:
                 await nursery.start(self.webhooks.run)
             binds: list[str] = await nursery.start(
                 partial(
-                    hypercorn_serve, cast(Any, self.app), hconfig, shutdown_trigger=self._stop.wait
+                    hypercorn_serve,
+                    cast(Any, JoinLatency(self.app, self.metrics_registry, self.node_id)),
+                    hconfig,
+                    shutdown_trigger=self._stop.wait,
                 )
             )
             port = urlsplit(binds[0]).port if binds else None

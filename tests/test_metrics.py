@@ -66,6 +66,10 @@ async def test_metrics_follow_a_call(server: RunningServer) -> None:
             await probe.aclose()
             await tone.aclose()
 
+    # Two joins timed, each well under the slowest bucket.
+    assert before[("livekit_session_start_time_ms_count", ())] == 0
+    assert during[("livekit_session_start_time_ms_count", ())] == 2
+    assert during[("livekit_session_start_time_ms_bucket", (("le", "10000.0"),))] == 2
     assert during[("livekit_room_total", ())] == 1
     assert during[("livekit_participant_total", ())] == 2
     assert during[("livekit_track_published_total", (("kind", "audio"),))] == 1

@@ -24,6 +24,8 @@ Series (``node_id`` label on each, as livekit's ``ConstLabels``)::
     livekit_webhook_total{state}            counter  webhook deliveries queued / delivered
                                                      / failed / dropped
     livekit_pysfu_engine_cpu_seconds_total{thread}   the media engine thread's CPU
+    livekit_session_start_time_ms           histogram  from a join's WebSocket upgrade
+                                                     to its first message (JoinResponse)
     process_*                               the process collector (CPU, memory, fds)
 """
 
@@ -31,10 +33,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -186,11 +189,56 @@ def _engine_thread_cpu() -> list[tuple[str, float]]:
     return found
 
 
+JOIN_BUCKETS_MS = (25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+
+
 def make_registry(source: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PysfuCollector(source))
     ProcessCollector(registry=registry)
     return registry
+
+
+class JoinLatency:
+    """ASGI middleware timing each join (``/rtc`` without ``reconnect=1``) from the
+    WebSocket upgrade request to the first message sent back, the JoinResponse (or
+    the refusal); relayed joins are timed end to end on the node the client dialled."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        registry: CollectorRegistry,
+        node_id: str,
+    ) -> None:
+        self.app = app
+        self.histogram = Histogram(
+            "livekit_session_start_time_ms",
+            "Join latency: WebSocket upgrade to the first signal message, ms",
+            labelnames=["node_id"],
+            buckets=JOIN_BUCKETS_MS,
+            registry=registry,
+        ).labels(node_id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"")
+        if (
+            scope["type"] != "websocket"
+            or scope["path"].rstrip("/") != "/rtc"
+            or b"reconnect=1" in query
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        timed = False
+
+        async def timed_send(msg: dict[str, Any]) -> None:
+            nonlocal timed
+            if not timed and msg["type"] in ("websocket.send", "websocket.close"):
+                timed = True
+                self.histogram.observe((time.monotonic() - started) * 1000)
+            await send(msg)
+
+        await self.app(scope, receive, timed_send)
 
 
 class MetricsApp:
