@@ -264,6 +264,8 @@ class Server:
         with trio.move_on_after(SHUTDOWN_FLUSH_S):
             await self.manager.sessions_closed()
         await self._flush_webhooks()
+        if self.app.cluster is not None:
+            await self.app.cluster.aclose()
         self._stop.set()
         await self._stopped.wait()
 

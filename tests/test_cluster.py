@@ -193,3 +193,36 @@ async def test_webhooks_sent_once_per_event(redis_server: RedisProcess, receiver
     assert events["participant_joined"] == 2
     assert events["participant_left"] == 2
     assert events["room_finished"] == 1
+
+
+async def test_both_participants_relayed_to_a_third_node(redis_server: RedisProcess) -> None:
+    with cluster(redis_server, 3) as nodes:
+        async with lkapi(nodes[0]) as client:
+            await client.room.create_room(api.CreateRoomRequest(name="third"))
+        host = host_of(nodes, "third")
+        a, b = (n for n in nodes if n is not host)
+        alice, _ = await join_via(a, "alice", "third")
+        bob, bob_w = await join_via(b, "bob", "third")
+        tone = ToneSource()
+        try:
+            assert alice.local_participant.sid in host.server.room("third").participants  # type: ignore[union-attr]
+            await tone.publish(alice)
+            args = await bob_w.wait_for(
+                "track_subscribed",
+                lambda t, pub, p: p.identity == "alice" and t.kind == rtc.TrackKind.KIND_AUDIO,
+            )
+            probe = AudioProbe(args[0])
+            try:
+                await probe.wait_tone(present=True)
+            finally:
+                await probe.aclose()
+            # Data goes the same way: through both relays and the host.
+            got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            bob.on("data_received", lambda pkt: got.done() or got.set_result(pkt.data))
+            await alice.local_participant.publish_data(b"over two relays", reliable=True)
+            assert await asyncio.wait_for(got, 10) == b"over two relays"
+            assert a.server.room("third") is None and b.server.room("third") is None
+        finally:
+            await tone.aclose()
+            await alice.disconnect()
+            await bob.disconnect()
