@@ -226,3 +226,24 @@ async def test_both_participants_relayed_to_a_third_node(redis_server: RedisProc
             await tone.aclose()
             await alice.disconnect()
             await bob.disconnect()
+
+
+async def test_placement_of_a_room_that_never_came_expires(
+    redis_server: RedisProcess,
+) -> None:
+    import redis as redis_py
+
+    with cluster(redis_server, 2, auto_create=False) as nodes:
+        # A join for a room nobody created is placed, then refused by the room's node.
+        with pytest.raises(rtc.ConnectError):
+            await join_via(nodes[0], "alice", "never")
+        r = redis_py.Redis(host="127.0.0.1", port=redis_server.port)
+        try:
+            ttl = r.pttl("pysfu:room:never")
+            assert 0 < ttl <= 30_000  # it will go; a hosted room's is refreshed instead
+            async with lkapi(nodes[1]) as client:
+                await client.room.create_room(api.CreateRoomRequest(name="real"))
+            await asyncio.sleep(2.5)  # two heartbeats
+            assert r.pttl("pysfu:room:real") > 28_000
+        finally:
+            r.close()

@@ -11,8 +11,9 @@
   concurrent first joins on different nodes agree. A record naming a dead node is
   replaced by compare-and-set: clients that reconnect re-create the room there.
 - The node re-asserts the records of its own rooms on every heartbeat (set if
-  absent), so a Redis that restarted empty learns them again; it deletes a record
-  when its room closes.
+  absent, so a Redis that restarted empty learns them again; expiry refreshed), and
+  deletes a record when its room closes. A record nobody refreshes (its room never
+  came to be) expires after 30 s.
 
 Media of a room stays on its node: signaling accepted elsewhere is relayed there
 (pysfu.runtime.cluster.relay), so the client's ICE candidates are the owner's.
@@ -165,8 +166,9 @@ class ClusterNode:
         self._epoch = epoch
         # Placements first: once others see this node listed, its rooms are placed
         # (after a Redis restart, a join elsewhere must not re-place them first).
-        await self.bridge.claim_many(
-            {room.name: self._placement(room.name) for room in self.manager.rooms}
+        await self.bridge.assert_rooms(
+            {room.name: self._placement(room.name) for room in self.manager.rooms},
+            lambda raw: _decode_placement(raw).node_id == self.id,
         )
         info = self.info()
         await self.bridge.put_node(self.id, info.SerializeToString())

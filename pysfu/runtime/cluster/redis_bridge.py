@@ -11,7 +11,9 @@ loop. Every call has a socket timeout; errors surface as :class:`RedisUnavailabl
 Keys (all under ``pysfu:``)::
 
     pysfu:nodes             hash   node id -> NodeInfo (protobuf)
-    pysfu:room:<name>       string RoomPlacement (protobuf): the room's node
+    pysfu:room:<name>       string RoomPlacement (protobuf): the room's node; expires
+                                   unless that node refreshes it
+    pysfu:epoch             string changes when Redis lost its data
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ ROOM_KEY_PREFIX = "pysfu:room:"
 SOCKET_TIMEOUT_S = 2.0
 """Longest a Redis call may take before it counts as failed."""
 
+PLACEMENT_TTL_S = 30.0
+"""A placement expires unless its room's node refreshes it (every heartbeat): one
+made for a room that never came to be (a refused join) does not linger."""
+
 _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -160,17 +166,29 @@ class RedisBridge:
 
     async def claim(self, room: str, value: bytes) -> bool:
         """Set the room's placement if it has none; True if this call set it."""
-        done = await self._run(functools.partial(self._client.set, nx=True), room_key(room), value)
+        ttl_ms = int(PLACEMENT_TTL_S * 1000)
+        claim = functools.partial(self._client.set, nx=True, px=ttl_ms)
+        done = await self._run(claim, room_key(room), value)
         return bool(done)
 
-    async def claim_many(self, values: dict[str, bytes]) -> None:
-        """:meth:`claim` for each room, in one round trip (a node re-asserting its rooms
-        after Redis lost them)."""
+    async def assert_rooms(self, values: dict[str, bytes], mine: Callable[[bytes], bool]) -> None:
+        """For the rooms a node hosts: claim those without a placement (Redis lost
+        them), and refresh the expiry of those whose placement ``mine`` accepts; a
+        few pipelined round trips in all."""
+        ttl_ms = int(PLACEMENT_TTL_S * 1000)
 
         def run() -> None:
+            rooms = list(values)
             pipe = self._client.pipeline(transaction=False)
-            for room, value in values.items():
-                pipe.set(room_key(room), value, nx=True)
+            for room in rooms:
+                pipe.set(room_key(room), values[room], nx=True, px=ttl_ms)
+            pipe.execute()
+            for room in rooms:
+                pipe.get(room_key(room))
+            current: list[bytes | None] = pipe.execute()
+            for room, value in zip(rooms, current, strict=True):
+                if value is not None and mine(value):
+                    pipe.pexpire(room_key(room), ttl_ms)
             pipe.execute()
 
         if values:
@@ -178,7 +196,8 @@ class RedisBridge:
 
     async def replace(self, room: str, old: bytes, new: bytes) -> bool:
         """Set the placement to ``new`` only if it still is ``old``."""
-        done = await self._run(functools.partial(self._cas, keys=[room_key(room)], args=[old, new]))
+        args = [old, new, int(PLACEMENT_TTL_S * 1000)]
+        done = await self._run(functools.partial(self._cas, keys=[room_key(room)], args=args))
         return bool(done)
 
     async def release(self, room: str, old: bytes) -> None:
