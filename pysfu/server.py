@@ -246,7 +246,10 @@ class Server:
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking new rooms (the cluster places them elsewhere at once) and wait
-        up to ``timeout_s`` for the rooms here to finish; :meth:`aclose` follows."""
+        up to ``timeout_s`` for the rooms here to finish. Rooms still open then move:
+        their placements are released and their participants told to reconnect
+        (MIGRATION), which the SDKs do in full, to the room re-created on another
+        node. :meth:`aclose` follows."""
         if self.cluster is None:
             return
         self.cluster.drain()
@@ -256,7 +259,13 @@ class Server:
         with trio.move_on_after(timeout_s), self.manager.events() as events:
             async for _ in events:
                 if not self.manager.rooms:
-                    break
+                    return
+        if self.manager.rooms:
+            log.info("draining: moving %d rooms to other nodes", len(self.manager.rooms))
+            await self.cluster.release_all()
+            self.manager.close_all(models.DisconnectReason.MIGRATION)
+            with trio.move_on_after(SHUTDOWN_FLUSH_S):
+                await self.manager.sessions_closed()
 
     async def aclose(self) -> None:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""

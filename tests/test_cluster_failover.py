@@ -166,3 +166,50 @@ async def test_sigterm_drains_the_node(
         assert await asyncio.to_thread(node_process.proc.wait, 20) == 0
     finally:
         stop_server(peer)
+
+
+async def test_drain_moves_rooms_that_do_not_finish(redis_server: RedisProcess) -> None:
+    import trio
+
+    leaving = start_server(node_config(redis_server))
+    staying = None
+    tones = [ToneSource(), ToneSource()]
+    rooms: list[rtc.Room] = []
+    probes: list[AudioProbe] = []
+    try:
+        wait_registered(redis_server, 1)
+        async with lkapi(leaving) as client:
+            await client.room.create_room(api.CreateRoomRequest(name="moving"))
+        staying = start_server(node_config(redis_server))
+        wait_registered(redis_server, 2)
+        alice, _ = await join_via(staying, "alice", "moving")
+        bob, bob_w = await join_via(staying, "bob", "moving")
+        rooms = [alice, bob]
+        assert leaving.server.room("moving") is not None
+        await tones[0].publish(alice)
+        await tones[1].publish(bob)
+        probes.append(await _hears(bob_w, "alice", 15))
+        after = [Watcher(alice), Watcher(bob)]
+
+        def drain() -> None:
+            trio.from_thread.run(leaving.server.drain, 1.0, trio_token=leaving.token)
+
+        await asyncio.to_thread(drain)
+        # Told to reconnect (MIGRATION), the SDKs rejoin; the room is re-created on
+        # the node that is not draining, and media flows there.
+        probes.append(await _hears(after[1], "alice", FAILOVER_S))
+        probes.append(await _hears(after[0], "bob", FAILOVER_S))
+        assert leaving.server.room("moving") is None
+        room = staying.server.room("moving")
+        assert room is not None
+        assert sorted(p.identity for p in room.participants.values()) == ["alice", "bob"]
+    finally:
+        for probe in probes:
+            await probe.aclose()
+        for tone in tones:
+            await tone.aclose()
+        for r in rooms:
+            await r.disconnect()
+        stop_server(leaving)
+        if staying is not None:
+            stop_server(staying)

@@ -876,6 +876,7 @@ def _may_transcribe(sender: Participant, transcription: models.Transcription) ->
 _RECONNECT_REASONS = frozenset(
     {
         DisconnectReason.MEDIA_FAILURE,
+        DisconnectReason.MIGRATION,
         DisconnectReason.SIGNAL_CLOSE,
         DisconnectReason.CONNECTION_TIMEOUT,
         DisconnectReason.JOIN_FAILURE,

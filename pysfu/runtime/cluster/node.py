@@ -169,6 +169,9 @@ class ClusterNode:
         await self.bridge.assert_rooms(
             {room.name: self._placement(room.name) for room in self.manager.rooms},
             lambda raw: _decode_placement(raw).node_id == self.id,
+            # A draining node only keeps what it has: a room it is moving away must
+            # not be claimed back by a heartbeat that read the rooms before the move.
+            claim=self.state != DRAINING,
         )
         info = self.info()
         await self.bridge.put_node(self.id, info.SerializeToString())
@@ -224,6 +227,15 @@ class ClusterNode:
                     await self._release(event.room.name)
                 except RedisUnavailable as exc:
                     log.warning("could not release room %s: %s", event.room.name, exc)
+
+    async def release_all(self) -> None:
+        """Delete the placements of every room here (they are about to move)."""
+        self._hosted.update(r.name for r in self.manager.rooms)
+        for name in list(self._hosted):
+            raw = await self.bridge.placement(name)
+            if raw is not None and _decode_placement(raw).node_id == self.id:
+                await self.bridge.release(name, raw)
+        self._hosted.clear()
 
     async def _release(self, room: str) -> None:
         if self.manager.room(room) is not None:
@@ -282,9 +294,14 @@ class ClusterNode:
             raw = await self.bridge.placement(room)
             if raw is not None:
                 placed = _decode_placement(raw)
-                if placed.node_id == self.id:
+                moving = (
+                    placed.node_id == self.id
+                    and self.state == DRAINING
+                    and self.manager.room(room) is None
+                )
+                if placed.node_id == self.id and not (moving and create):
                     return None
-                node = self.node(placed.node_id)
+                node = None if moving else self.node(placed.node_id)
                 if node is not None:
                     return node
                 if not create:

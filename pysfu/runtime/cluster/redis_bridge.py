@@ -171,18 +171,21 @@ class RedisBridge:
         done = await self._run(claim, room_key(room), value)
         return bool(done)
 
-    async def assert_rooms(self, values: dict[str, bytes], mine: Callable[[bytes], bool]) -> None:
+    async def assert_rooms(
+        self, values: dict[str, bytes], mine: Callable[[bytes], bool], *, claim: bool = True
+    ) -> None:
         """For the rooms a node hosts: claim those without a placement (Redis lost
-        them), and refresh the expiry of those whose placement ``mine`` accepts; a
-        few pipelined round trips in all."""
+        them; unless not ``claim``), and refresh the expiry of those whose placement
+        ``mine`` accepts; a few pipelined round trips in all."""
         ttl_ms = int(PLACEMENT_TTL_S * 1000)
 
         def run() -> None:
             rooms = list(values)
             pipe = self._client.pipeline(transaction=False)
-            for room in rooms:
-                pipe.set(room_key(room), values[room], nx=True, px=ttl_ms)
-            pipe.execute()
+            if claim:
+                for room in rooms:
+                    pipe.set(room_key(room), values[room], nx=True, px=ttl_ms)
+                pipe.execute()
             for room in rooms:
                 pipe.get(room_key(room))
             current: list[bytes | None] = pipe.execute()
