@@ -357,6 +357,7 @@ class Server:
         """As Twirp ListDispatch: the room's dispatches with their jobs' states."""
         return self.agents.list_dispatches(room)
 
+
 class _MetricsSource:
     """What /metrics reads from a server (pysfu.api.metrics.MetricsSource)."""
 
