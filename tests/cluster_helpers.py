@@ -39,7 +39,8 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class RedisProcess:
     """One ``redis-server`` without persistence, restartable on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, password: str = "") -> None:
+        self.password = password
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="pysfu-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +59,7 @@ class RedisProcess:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", self.dir,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -119,7 +121,7 @@ def wait_registered(redis: RedisProcess, n: int, timeout: float = 15) -> None:
     then read the others)."""
     import redis as redis_py
 
-    client = redis_py.Redis(host="127.0.0.1", port=redis.port)
+    client = redis_py.Redis(host="127.0.0.1", port=redis.port, password=redis.password or None)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

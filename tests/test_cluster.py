@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from livekit import api, rtc
 
-from pysfu.config import NodeSelectorConfig
-from pysfu.testing import API_KEY, API_SECRET, RunningServer
+from pysfu.config import NodeSelectorConfig, RedisConfig
+from pysfu.testing import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 
 from .cluster_helpers import RedisProcess, cluster, needs_redis, node_ids
 from .cluster_helpers import redis_server as redis_server
@@ -247,3 +247,27 @@ async def test_placement_of_a_room_that_never_came_expires(
             assert r.pttl("pysfu:room:real") > 28_000
         finally:
             r.close()
+
+
+async def test_redis_password() -> None:
+    secured = RedisProcess(password="s3cret-redis")
+    try:
+        good = start_server(
+            make_config(redis=RedisConfig(address=secured.address, password="s3cret-redis"))
+        )
+        bad = start_server(make_config(redis=RedisConfig(address=secured.address, password="no")))
+        try:
+            async with lkapi(good) as client:
+                await client.room.create_room(api.CreateRoomRequest(name="locked"))
+            assert good.server.room("locked") is not None
+            # A node Redis refuses is no member: it routes nothing, it answers 503.
+            async with lkapi(bad) as client:
+                with pytest.raises(api.TwirpError) as refused:
+                    await client.room.create_room(api.CreateRoomRequest(name="other"))
+            assert refused.value.status == 503
+            assert bad.server.room("other") is None
+        finally:
+            stop_server(good)
+            stop_server(bad)
+    finally:
+        secured.close()
