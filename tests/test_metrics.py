@@ -113,3 +113,4 @@ async def test_rtcp_feedback_counted(server: RunningServer) -> None:
     assert samples[("livekit_pysfu_keyframe_requests_total", ())] > 0
     assert ("livekit_nack_total", (("direction", "incoming"),)) in samples
     assert ("livekit_fir_total", (("direction", "incoming"),)) in samples
+    assert ("livekit_packet_loss_total", (("direction", "outgoing"),)) in samples

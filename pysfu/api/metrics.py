@@ -20,6 +20,8 @@ Series (``node_id`` label on each, as livekit's ``ConstLabels``)::
                                                      (incoming) / to publishers (outgoing)
     livekit_pli_total{direction}            counter  PLIs, the same way
     livekit_fir_total{direction}            counter  FIRs, the same way
+    livekit_packet_loss_total{direction}    counter  media packets lost from publishers
+                                                     (incoming) / to subscribers
     livekit_pysfu_keyframe_requests_total   counter  keyframes the forwarder asked for
     livekit_webhook_total{state}            counter  webhook deliveries queued / delivered
                                                      / failed / dropped
@@ -131,6 +133,15 @@ class PysfuCollector(Collector):
             feedback.add_metric([node, "incoming"], stats.get(f"{name}s_in", 0))
             feedback.add_metric([node, "outgoing"], stats.get(f"{name}s_out", 0))
             yield feedback
+        lost = CounterMetricFamily(
+            "livekit_packet_loss",
+            "Media packets lost from publishers (incoming, estimated from the loss fraction"
+            " of the server's receiver reports) or to subscribers (outgoing, as reported)",
+            labels=[*labels, "direction"],
+        )
+        lost.add_metric([node, "incoming"], stats.get("packets_lost_in", 0))
+        lost.add_metric([node, "outgoing"], stats.get("packets_lost_out", 0))
+        yield lost
         keyframes = CounterMetricFamily(
             "livekit_pysfu_keyframe_requests",
             "Keyframe requests the forwarder asked publishers for",

@@ -51,6 +51,14 @@ impl OfferPlan {
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
+/// How a stats event states a stream's losses.
+enum Loss {
+    /// Cumulative packets lost, as the remote's receiver reports say (egress).
+    Reported(Option<u64>),
+    /// The fraction lost in the last report we sent (ingress).
+    Fraction(Option<f32>),
+}
+
 /// How often str0m reports each stream's RTCP feedback counts.
 const FEEDBACK_STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -75,9 +83,10 @@ pub struct Core<S: Sink> {
     /// Events for the control plane.
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
-    /// Per stream, the cumulative (FIR, PLI, NACK) counts of its last str0m stats
-    /// event: the engine-wide counters grow by the difference, so they survive peers.
-    feedback_seen: HashMap<(PeerKey, Mid, Option<Rid>, bool), [u64; 3]>,
+    /// Per stream, the cumulative (FIR, PLI, NACK, packets, lost) counts of its last
+    /// str0m stats event: the engine-wide counters grow by the difference, so they
+    /// survive peers.
+    feedback_seen: HashMap<(PeerKey, Mid, Option<Rid>, bool), [u64; 5]>,
     seed: u64,
     drop_logged_at: Option<Instant>,
     drops_since_log: u64,
@@ -711,6 +720,8 @@ impl<S: Sink> Core<S> {
             ("plis_out", c.plis_out),
             ("firs_in", c.firs_in),
             ("firs_out", c.firs_out),
+            ("packets_lost_in", c.packets_lost_in),
+            ("packets_lost_out", c.packets_lost_out),
             ("unroutable", c.unroutable),
             ("dropped_not_webrtc", c.dropped_not_webrtc),
             ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
@@ -927,10 +938,13 @@ impl<S: Sink> Core<S> {
             }
             // Egress: what subscribers asked of us; ingress: what we asked publishers.
             Event::MediaEgressStats(st) => {
-                self.count_feedback(key, st.mid, st.rid, true, [st.firs, st.plis, st.nacks])
+                let counts = [st.firs, st.plis, st.nacks, st.packets];
+                let lost = Loss::Reported(st.remote.as_ref().map(|r| r.packets_lost));
+                self.count_feedback(key, st.mid, st.rid, true, counts, lost)
             }
             Event::MediaIngressStats(st) => {
-                self.count_feedback(key, st.mid, st.rid, false, [st.firs, st.plis, st.nacks])
+                let counts = [st.firs, st.plis, st.nacks, st.packets];
+                self.count_feedback(key, st.mid, st.rid, false, counts, Loss::Fraction(st.loss))
             }
             Event::StreamPaused(p) => {
                 if let Some(&tk) = self.router.by_pub_mid.get(&(key, p.mid)) {
@@ -951,21 +965,37 @@ impl<S: Sink> Core<S> {
         mid: Mid,
         rid: Option<Rid>,
         egress: bool,
-        now_counts: [u64; 3],
+        counts: [u64; 4],
+        loss: Loss,
     ) {
-        let seen = self.feedback_seen.entry((key, mid, rid, egress)).or_insert([0; 3]);
-        let delta: Vec<u64> =
-            now_counts.iter().zip(seen.iter()).map(|(n, s)| n.saturating_sub(*s)).collect();
-        *seen = now_counts;
+        let seen = self.feedback_seen.entry((key, mid, rid, egress)).or_insert([0; 5]);
+        let lost = match loss {
+            Loss::Reported(Some(total)) => total,
+            Loss::Reported(None) => seen[4],
+            // Only a fraction for the last interval: lost ≈ fraction × packets since.
+            Loss::Fraction(f) => {
+                let fraction = f64::from(f.unwrap_or(0.0).clamp(0.0, 1.0));
+                let packets = counts[3].saturating_sub(seen[3]) as f64;
+                seen[4] + (fraction * packets).round() as u64
+            }
+        };
+        let now = [counts[0], counts[1], counts[2], counts[3], lost];
+        let mut delta = [0u64; 5];
+        for (d, (n, s)) in delta.iter_mut().zip(now.iter().zip(seen.iter())) {
+            *d = n.saturating_sub(*s);
+        }
+        *seen = now;
         let c = &mut self.counters;
         if egress {
             c.firs_in += delta[0];
             c.plis_in += delta[1];
             c.nacks_in += delta[2];
+            c.packets_lost_out += delta[4];
         } else {
             c.firs_out += delta[0];
             c.plis_out += delta[1];
             c.nacks_out += delta[2];
+            c.packets_lost_in += delta[4];
         }
     }
 
@@ -1291,5 +1321,33 @@ mod ice_grace_tests {
         w.run(Duration::from_secs(2), false);
         assert_eq!(w.closed.as_deref(), Some("ice disconnected"));
         assert!(w.now >= lost + ICE_DISCONNECTED_GRACE);
+    }
+}
+
+#[cfg(test)]
+mod feedback_tests {
+    //! The engine-wide feedback and loss counters grow by each stream's difference.
+    use super::*;
+    use crate::fuzz::VecSink;
+
+    #[test]
+    fn counters_add_differences_and_survive_the_stream() {
+        let mut core = Core::new(VecSink::default(), "10.0.0.1:7882".parse().unwrap());
+        let mid = Mid::from("0");
+        // A subscriber's stream: cumulative counts and remote-reported losses.
+        core.count_feedback(1, mid, None, true, [1, 2, 3, 100], Loss::Reported(Some(4)));
+        core.count_feedback(1, mid, None, true, [1, 5, 4, 200], Loss::Reported(None));
+        core.count_feedback(1, mid, None, true, [2, 5, 9, 300], Loss::Reported(Some(10)));
+        let c = &core.counters;
+        assert_eq!((c.firs_in, c.plis_in, c.nacks_in, c.packets_lost_out), (2, 5, 9, 10));
+        // A publisher's stream: 10 % of the 500 packets since the last event.
+        core.count_feedback(2, mid, None, false, [0, 1, 0, 500], Loss::Fraction(Some(0.1)));
+        core.count_feedback(2, mid, None, false, [0, 1, 0, 1000], Loss::Fraction(None));
+        let c = &core.counters;
+        assert_eq!((c.plis_out, c.packets_lost_in), (1, 50));
+        // The peer goes; the totals stay, and a new stream starts from zero.
+        core.feedback_seen.retain(|(p, ..), _| *p != 1);
+        core.count_feedback(1, mid, None, true, [0, 1, 0, 10], Loss::Reported(Some(1)));
+        assert_eq!((core.counters.plis_in, core.counters.packets_lost_out), (6, 11));
     }
 }

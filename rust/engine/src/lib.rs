@@ -77,6 +77,10 @@ pub struct Counters {
     pub plis_out: u64,
     pub firs_in: u64,
     pub firs_out: u64,
+    /// Media packets lost from publishers (estimated from the loss fraction of our
+    /// receiver reports) and to subscribers (as their receiver reports say).
+    pub packets_lost_in: u64,
+    pub packets_lost_out: u64,
     /// Datagrams no peer got (the sum of the three `dropped_*`).
     pub unroutable: u64,
     /// Not STUN, DTLS, RTP or RTCP by the first byte.
