@@ -184,7 +184,10 @@ class MediaEngine:
         MediaError if that channel is not open yet."""
     def stats(self) -> dict[str, int]:
         """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
-        keyframe_requests, unroutable, bad_datagrams, send_errors, events_dropped;
+        keyframe_requests, nacks_in/out, plis_in/out, firs_in/out (RTCP feedback from
+        subscribers / to publishers), packets_lost_in/out (media lost from publishers,
+        estimated / to subscribers, as reported), unroutable, bad_datagrams,
+        send_errors, events_dropped;
         gauges: peers, tracks, addresses.
 
         ``unroutable`` counts the datagrams no peer got (the media port is public),

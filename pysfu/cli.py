@@ -18,6 +18,9 @@ from .server import VERSION, Server
 
 log = logging.getLogger("pysfu")
 
+DRAIN_TIMEOUT_S = 6 * 3600.0
+"""Longest a draining node waits for its rooms to finish before closing them."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pysfu", description="LiveKit-compatible SFU")
@@ -130,6 +133,20 @@ async def _serve(config: Config) -> None:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
+            if signum == signal.SIGTERM and server.cluster is not None:
+                # As livekit-server: a clustered node drains on SIGTERM (no new rooms,
+                # the current ones finish); a second signal stops it at once.
+                async with trio.open_nursery() as drain:
+
+                    async def interrupt() -> None:
+                        async for _ in signals:
+                            log.info("second signal: not waiting for rooms to finish")
+                            break
+                        drain.cancel_scope.cancel()
+
+                    drain.start_soon(interrupt)
+                    await server.drain(DRAIN_TIMEOUT_S)
+                    drain.cancel_scope.cancel()
         await server.aclose()
 
 

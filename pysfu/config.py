@@ -26,7 +26,10 @@ Sources, weakest first: built-in defaults, the YAML (``--config`` file, else
 ``--dev`` supplies the well-known ``devkey: secret`` pair when no keys are given and
 binds to loopback unless told otherwise.
 
-Keys livekit-server knows but pysfu does not implement (``redis``, ``turn``...) are
+``redis:`` makes the node one of a cluster sharing that Redis (``node_selector:``
+places rooms); ``prometheus_port`` serves ``/metrics``.
+
+Keys livekit-server knows but pysfu does not implement (``turn.tls_port``...) are
 reported as warnings and ignored, so a production file loads; a
 value of the wrong shape is a :class:`ConfigError` naming the key.
 """
@@ -98,6 +101,22 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
     "webhook": frozenset({"api_key", "urls"}),
     "turn": frozenset({"enabled", "udp_port", "domain"}),
     "logging": frozenset({"level"}),
+    "prometheus_port": None,
+    "redis": frozenset(
+        {
+            "address",
+            "username",
+            "password",
+            "db",
+            "use_tls",
+            "sentinel_master_name",
+            "sentinel_username",
+            "sentinel_password",
+            "sentinel_addresses",
+            "cluster_addresses",
+        }
+    ),
+    "node_selector": frozenset({"kind", "sort_by", "cpu_load_limit", "sysload_limit"}),
 }
 
 
@@ -124,6 +143,38 @@ def _show(value: object) -> str:
 
 class ConfigError(PysfuError):
     """The configuration cannot be used; the message names the offending key."""
+
+
+@attrs.frozen
+class RedisConfig:
+    """The ``redis:`` section, as livekit-server's: with it, nodes sharing one Redis
+    form a cluster (pysfu.runtime.cluster); without it pysfu is a single node."""
+
+    address: str = "127.0.0.1:6379"
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    use_tls: bool = False
+    sentinel_master_name: str = ""
+    sentinel_username: str = ""
+    sentinel_password: str = ""
+    sentinel_addresses: tuple[str, ...] = ()
+    cluster_addresses: tuple[str, ...] = ()
+
+
+NODE_SELECTOR_KINDS = frozenset({"any", "cpuload", "sysload"})
+NODE_SORT_BY = frozenset({"random", "cpuload", "sysload", "rooms", "clients", "tracks"})
+
+
+@attrs.frozen
+class NodeSelectorConfig:
+    """``node_selector:`` as livekit-server's: ``kind`` filters the live nodes (``any``;
+    ``cpuload``/``sysload``: under the limit), ``sort_by`` picks among them."""
+
+    kind: str = "any"
+    sort_by: str = "random"
+    cpu_load_limit: float = 0.9
+    sysload_limit: float = 0.9
 
 
 @attrs.frozen
@@ -178,6 +229,12 @@ class Config:
     """``room.auto_create``: a join may create the room its token names."""
     enable_remote_unmute: bool = False
     """``room.enable_remote_unmute``: the server API may unmute a participant's track."""
+    prometheus_port: int | None = None
+    """``prometheus_port``: serve Prometheus ``/metrics`` on this port (0 = any free)."""
+    redis: RedisConfig | None = None
+    """``redis:``: join the cluster of nodes sharing this Redis; None: a single node."""
+    node_selector: NodeSelectorConfig = NodeSelectorConfig()
+    """``node_selector:``: how a new room picks its node (cluster mode only)."""
 
     @property
     def webhook_secret(self) -> str | None:
@@ -317,6 +374,10 @@ def load_config(
                 f"{key}: unknown level {_show(level_raw)} (expected debug, info, warn or error)"
             )
 
+    prometheus_port = None
+    if raw.get("prometheus_port") is not None:
+        prometheus_port = _port(raw["prometheus_port"], "prometheus_port")
+
     config = Config(
         keys=keys,
         dev=dev,
@@ -341,8 +402,92 @@ def load_config(
         turn_domain=turn_domain,
         auto_create=auto_create,
         enable_remote_unmute=enable_remote_unmute,
+        prometheus_port=prometheus_port,
+        redis=_redis(raw),
+        node_selector=_node_selector(_section(raw, "node_selector")),
     )
     return config, warnings
+
+
+def _redis(raw: Mapping[str, Any]) -> RedisConfig | None:
+    section = _section(raw, "redis")
+    if not section:
+        return None
+    strings = {
+        k: _str(section[k], f"redis.{k}")
+        for k in (
+            "address",
+            "username",
+            "password",
+            "sentinel_master_name",
+            "sentinel_username",
+            "sentinel_password",
+        )
+        if section.get(k) is not None
+    }
+    lists = {
+        k: _address_list(section[k], f"redis.{k}")
+        for k in ("sentinel_addresses", "cluster_addresses")
+        if section.get(k) is not None
+    }
+    db = section.get("db", 0)
+    if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+        raise ConfigError(f"redis.db: expected a database number >= 0, got {_show(db)}")
+    for key in ("address", *lists):
+        for address in lists.get(key, (strings.get("address", "127.0.0.1:6379"),)):
+            _host_port(address, f"redis.{key}")
+    config = RedisConfig(
+        address=strings.get("address", "127.0.0.1:6379"),
+        username=strings.get("username", ""),
+        password=strings.get("password", ""),
+        db=db,
+        use_tls=_bool(section.get("use_tls"), "redis.use_tls"),
+        sentinel_master_name=strings.get("sentinel_master_name", ""),
+        sentinel_username=strings.get("sentinel_username", ""),
+        sentinel_password=strings.get("sentinel_password", ""),
+        sentinel_addresses=lists.get("sentinel_addresses", ()),
+        cluster_addresses=lists.get("cluster_addresses", ()),
+    )
+    if config.sentinel_addresses and not config.sentinel_master_name:
+        raise ConfigError("redis.sentinel_master_name is required with redis.sentinel_addresses")
+    return config
+
+
+def _address_list(value: object, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of host:port addresses, got {_show(value)}")
+    return tuple(_str(v, key) for v in value)
+
+
+def _host_port(address: str, key: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6), as livekit-server's redis addresses."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f"{key}: expected host:port, got {_show(address)}")
+    return host.strip("[]"), int(port)
+
+
+def _node_selector(section: Mapping[str, Any]) -> NodeSelectorConfig:
+    kind = _str(section.get("kind", "any"), "node_selector.kind").lower()
+    if kind not in NODE_SELECTOR_KINDS:
+        raise ConfigError(
+            f"node_selector.kind: unknown {_show(kind)} (expected any, cpuload or sysload)"
+        )
+    sort_by = _str(section.get("sort_by", "random"), "node_selector.sort_by").lower()
+    if sort_by not in NODE_SORT_BY:
+        raise ConfigError(
+            f"node_selector.sort_by: unknown {_show(sort_by)} "
+            "(expected random, cpuload, sysload, rooms, clients or tracks)"
+        )
+    limits = {}
+    for key in ("cpu_load_limit", "sysload_limit"):
+        value = section.get(key, 0.9)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"node_selector.{key}: expected a number > 0, got {_show(value)}")
+        limits[key] = float(value)
+    return NodeSelectorConfig(kind=kind, sort_by=sort_by, **limits)
 
 
 def _read_yaml(

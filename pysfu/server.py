@@ -33,7 +33,9 @@ from livekit.protocol import agent_dispatch, models, rtc, webhook
 
 from . import _core
 from .api import _hypercorn_fix
+from .api.cluster import ClusterRoutes
 from .api.http import App
+from .api.metrics import JoinLatency, MetricsApp, make_registry
 from .config import Config
 from .demo import demo_routes
 from .media import addresses, stun, turn
@@ -41,6 +43,7 @@ from .media.bridge import EngineMediaPlane
 from .rtc.dispatch import Worker
 from .rtc.room import Room, ServerIdentity
 from .runtime.agents import AgentRuntime
+from .runtime.cluster.node import ClusterNode, new_node_id
 from .runtime.manager import RoomDefaults, RoomManager, RoomPolicy
 from .runtime.ports import NullWebhookSink, WebhookSink
 from .runtime.sessions import RESUME_WINDOW_S
@@ -103,7 +106,9 @@ class Server:
                 empty_timeout_s=config.empty_timeout_s,
                 departure_timeout_s=config.departure_timeout_s,
             ),
-            server=ServerIdentity(version=VERSION),
+            server=ServerIdentity(version=VERSION, node_id=new_node_id())
+            if config.redis is not None
+            else ServerIdentity(version=VERSION),
             webhooks=self.webhooks,
             keys=config.keys,
             policy=RoomPolicy(
@@ -114,12 +119,27 @@ class Server:
         self.agents = AgentRuntime(self.manager, config.keys, server_version=VERSION)
         """Agent workers, dispatches and jobs (see the agent methods below)."""
         self.manager.room_created_hooks.append(self.agents.room_created)
+        self._metrics_source = _MetricsSource(self)
+        self.cluster: ClusterNode | None = None
+        """This node's membership of the cluster sharing ``config.redis``."""
+        routes = None
+        if config.redis is not None:
+            self.cluster = ClusterNode(
+                config.redis,
+                self.manager,
+                node_id=self.manager.server.node_id,
+                version=VERSION,
+                selector=config.node_selector,
+                engine_stats=self._metrics_source.engine_stats,
+            )
+            routes = ClusterRoutes(self.cluster, config.keys)
         # --dev also serves the demo page and its token endpoint at /demo/ (see README).
         self.app = App(
             self.manager,
             config.keys,
             extra_routes=demo_routes(config.keys) if config.dev else None,
             agents=self.agents,
+            cluster=routes,
         )
         self.port: int = config.port
         """The HTTP/WebSocket port actually bound (differs from config when 0)."""
@@ -133,8 +153,15 @@ class Server:
         """The embedded TURN server while serving (``turn.enabled``)."""
         self.media: EngineMediaPlane | None = None
         """The engine's media plane while serving."""
+        self.metrics_port: int | None = config.prometheus_port
+        """The Prometheus port actually bound (None: metrics off)."""
+        self.metrics_registry = make_registry(self._metrics_source)
         self._stop = trio.Event()
         self._stopped = trio.Event()
+
+    @property
+    def node_id(self) -> str:
+        return self.manager.server.node_id
 
     @property
     def http_url(self) -> str:
@@ -192,12 +219,21 @@ class Server:
                 await nursery.start(self.webhooks.run)
             binds: list[str] = await nursery.start(
                 partial(
-                    hypercorn_serve, cast(Any, self.app), hconfig, shutdown_trigger=self._stop.wait
+                    hypercorn_serve,
+                    cast(Any, JoinLatency(self.app, self.metrics_registry, self.node_id)),
+                    hconfig,
+                    shutdown_trigger=self._stop.wait,
                 )
             )
             port = urlsplit(binds[0]).port if binds else None
             if port is not None:
                 self.port = port
+            if self.config.prometheus_port is not None:
+                await self._serve_metrics(nursery, hconfig)
+            if self.cluster is not None:
+                # Other nodes reach this one where clients send media: rtc.node_ip.
+                host = self.config.node_ip or choice.ips[0]
+                await nursery.start(self.cluster.run, f"http://{_bind_string(host, self.port)}")
             log.info("pysfu %s listening on %s", VERSION, ", ".join(binds))
             if self.config.dev:
                 log.info("dev mode: demo page at %s/demo/", self.http_url)
@@ -247,12 +283,55 @@ class Server:
             external_ip=external,
         )
 
+    async def _serve_metrics(self, nursery: trio.Nursery, main: HypercornConfig) -> None:
+        """Prometheus /metrics on its own port, as livekit-server's prometheus_port."""
+        mconfig = _HypercornConfig()
+        port = self.config.prometheus_port or 0
+        mconfig.bind = [_bind_string(a, port) for a in self.config.bind_addresses]
+        mconfig.accesslog = None
+        mconfig.errorlog = main.errorlog
+        mconfig.graceful_timeout = 0.5
+        binds: list[str] = await nursery.start(
+            partial(
+                hypercorn_serve,
+                cast(Any, MetricsApp(self.metrics_registry)),
+                mconfig,
+                shutdown_trigger=self._stop.wait,
+            )
+        )
+        self.metrics_port = urlsplit(binds[0]).port if binds else None
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking new rooms (the cluster places them elsewhere at once) and wait
+        up to ``timeout_s`` for the rooms here to finish. Rooms still open then move:
+        their placements are released and their participants told to reconnect
+        (MIGRATION), which the SDKs do in full, to the room re-created on another
+        node. :meth:`aclose` follows."""
+        if self.cluster is None:
+            return
+        self.cluster.drain()
+        if not self.manager.rooms:
+            return
+        log.info("draining: no new rooms; waiting for %d to finish", len(self.manager.rooms))
+        with trio.move_on_after(timeout_s), self.manager.events() as events:
+            async for _ in events:
+                if not self.manager.rooms:
+                    return
+        if self.manager.rooms:
+            log.info("draining: moving %d rooms to other nodes", len(self.manager.rooms))
+            await self.cluster.release_all()
+            self.manager.close_all(models.DisconnectReason.MIGRATION)
+            with trio.move_on_after(SHUTDOWN_FLUSH_S):
+                await self.manager.sessions_closed()
+
     async def aclose(self) -> None:
         """Graceful shutdown: every participant gets LeaveRequest SERVER_SHUTDOWN."""
         self.manager.close_all(models.DisconnectReason.SERVER_SHUTDOWN)
         with trio.move_on_after(SHUTDOWN_FLUSH_S):
             await self.manager.sessions_closed()
         await self._flush_webhooks()
+        if self.app.cluster is not None:
+            await self.app.cluster.aclose()
         self._stop.set()
         await self._stopped.wait()
 
@@ -357,3 +436,38 @@ def _bindable(ips: tuple[str, ...], fallback: str) -> str:
                 continue
             return ip
     return fallback
+
+
+class _MetricsSource:
+    """What /metrics reads from a server (pysfu.api.metrics.MetricsSource)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    @property
+    def node_id(self) -> str:
+        return self._server.manager.server.node_id
+
+    def metric_rooms(self) -> list[Room]:
+        return self._server.manager.rooms
+
+    def engine_stats(self) -> dict[str, int]:
+        media = self._server.media
+        if media is None:
+            return {}
+        try:
+            return media.engine.stats()
+        except _core.MediaError:
+            return {}  # the engine is closing
+
+    def webhook_stats(self) -> dict[str, int]:
+        hooks = self._server.webhooks
+        if not isinstance(hooks, WebhookSender):
+            return {}
+        stats = hooks.statistics()
+        return {
+            "queued": stats.queued,
+            "delivered": stats.delivered,
+            "failed": stats.failed,
+            "dropped": stats.dropped,
+        }

@@ -196,7 +196,7 @@ def test_malformed_keys_flag(bad: str) -> None:
 def test_unsupported_keys_warned() -> None:
     config, warnings = _load(
         """
-        redis: {address: "localhost:6379"}
+        redis: {address: "localhost:6379", max_redirects: 3}
         turn: {enabled: true, tls_port: 5349}
         rtc:
           udp_port: 7882
@@ -209,7 +209,8 @@ def test_unsupported_keys_warned() -> None:
         dev=True,
     )
     assert config.udp_port == 7882
-    assert "unsupported config key redis ignored" in warnings
+    assert config.redis is not None and config.redis.address == "localhost:6379"
+    assert "unsupported config key redis.max_redirects ignored" in warnings
     assert "unsupported config key turn.tls_port ignored" in warnings
     assert "unsupported config key rtc.port_range_start ignored" in warnings
     assert not any("auto_create" in w for w in warnings)
@@ -360,6 +361,58 @@ def test_rtc_address_keys_as_livekit_server_writes_them() -> None:
     assert config.ips_exclude == ("10.9.0.0/16", "fd00::/8")
     assert config.use_external_ip
     assert config.stun_servers == ("127.0.0.1:3478", "stun.example.com:19302")
+
+
+# --- cluster and metrics -------------------------------------------------------------
+
+
+def test_redis_and_node_selector_sections() -> None:
+    config, _ = _load(
+        """
+        prometheus_port: 6789
+        redis:
+          address: redis.internal:6380
+          username: pysfu
+          password: hunter2
+          db: 3
+          use_tls: true
+        node_selector: {kind: cpuload, sort_by: rooms, cpu_load_limit: 0.5}
+        """,
+        dev=True,
+    )
+    assert config.prometheus_port == 6789
+    assert config.redis is not None
+    assert (config.redis.address, config.redis.db, config.redis.use_tls) == (
+        "redis.internal:6380",
+        3,
+        True,
+    )
+    assert (config.redis.username, config.redis.password) == ("pysfu", "hunter2")
+    assert config.node_selector.kind == "cpuload"
+    assert config.node_selector.sort_by == "rooms"
+    assert config.node_selector.cpu_load_limit == 0.5
+    single, _ = _load("port: 7880", dev=True)
+    assert single.redis is None and single.prometheus_port is None
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("redis: {address: nohost}", "redis.address"),
+        ("redis: {address: 'h:99999'}", "redis.address"),
+        ("redis: {db: -1}", "redis.db"),
+        ("redis: {use_tls: 'yes'}", "redis.use_tls"),
+        ("redis: {sentinel_addresses: ['a:1']}", "sentinel_master_name"),
+        ("redis: {cluster_addresses: ['nope']}", "redis.cluster_addresses"),
+        ("node_selector: {kind: regionaware}", "node_selector.kind"),
+        ("node_selector: {sort_by: bytes}", "node_selector.sort_by"),
+        ("node_selector: {cpu_load_limit: 0}", "node_selector.cpu_load_limit"),
+        ("prometheus_port: 70000", "prometheus_port"),
+    ],
+)
+def test_bad_cluster_config(body: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        _load(body, dev=True)
 
 
 @pytest.mark.parametrize(

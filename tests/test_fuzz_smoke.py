@@ -21,9 +21,20 @@ pytest.importorskip("atheris")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
-TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent", "stun", "join_request", "turn"]
+TARGETS = [
+    "signal",
+    "jwt",
+    "twirp",
+    "config",
+    "http",
+    "agent",
+    "cluster",
+    "stun",
+    "join_request",
+    "turn",
+]
 SECONDS = int(os.environ.get("PYSFU_FUZZ_SECONDS", "15"))
-"""Per target: five targets stay well under two minutes of CI time together."""
+"""Per target: ten targets stay around two and a half minutes of CI time together."""
 PER_INPUT_TIMEOUT_S = 20
 """libFuzzer reports an input as a hang after this long (generous for a shared CI box)."""
 RSS_LIMIT_MB = 1024

@@ -22,7 +22,18 @@ from .conftest import RunningServer
 from .signal_client import SignalClient, connect
 
 FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
-TARGETS = ["signal", "jwt", "twirp", "config", "http", "agent", "stun", "join_request", "turn"]
+TARGETS = [
+    "signal",
+    "jwt",
+    "twirp",
+    "config",
+    "http",
+    "agent",
+    "cluster",
+    "stun",
+    "join_request",
+    "turn",
+]
 
 
 def _corpus() -> Iterator[tuple[str, pathlib.Path]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import trio
@@ -36,6 +36,9 @@ from .agent_dispatch import AgentDispatchService
 from .agent_ws import PATH as AGENT_PATH
 from .agent_ws import WorkerSocketRejected, authorize_worker
 from .twirp import TwirpService
+
+if TYPE_CHECKING:
+    from .cluster import ClusterRoutes
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ class App:
         *,
         extra_routes: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]] | None = None,
         agents: AgentRuntime | None = None,
+        cluster: ClusterRoutes | None = None,
     ) -> None:
         self.manager = manager
         self.keys = keys
@@ -123,6 +127,8 @@ class App:
         if agents is not None:
             service = AgentDispatchService(agents)
             self.twirp.add_service(AGENT_DISPATCH_SERVICE, service.methods())
+        self.cluster = cluster
+        """With Redis: requests for rooms on other nodes go there (pysfu.api.cluster)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -180,6 +186,10 @@ class App:
         if path not in ("/rtc", "/rtc/v1"):
             await self._deny(scope, send, 404, "not found")
             return
+        if self.cluster is not None and await self.cluster.websocket(
+            scope, receive, send, self._deny
+        ):
+            return  # relayed to the room's node
         try:
             claims, query = self._authorize_join(scope)
             join_request = None
@@ -300,6 +310,10 @@ class App:
         if path == "/" and method in ("GET", "HEAD"):
             await respond(send, 200, b"OK")
         elif path.rstrip("/") == "/rtc/validate" and method == "GET":
+            owner_answer = await self.cluster.validate(scope) if self.cluster else None
+            if owner_answer is not None:
+                await respond(send, *owner_answer)
+                return
             try:
                 self._authorize_join(scope)
             except SignalRejected as exc:
@@ -324,7 +338,12 @@ class App:
                     content_type=b"application/json",
                 )
                 return
-            status, content_type, payload = await self.twirp.handle(path, _headers(scope), body)
+            if self.cluster is not None:
+                status, content_type, payload = await self.cluster.twirp(
+                    path, _headers(scope), body, self.twirp.handle
+                )
+            else:
+                status, content_type, payload = await self.twirp.handle(path, _headers(scope), body)
             await respond(send, status, payload, content_type=content_type.encode())
         else:
             await respond(send, 404, b"not found")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
 
 import attrs
 import trio
@@ -416,7 +415,7 @@ class EngineMediaPlane:
 
     # ---- engine → rooms -------------------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: _core._MediaEvent) -> None:
         sid, is_sub = _split_peer(event.peer_id)
         pm = self._participants.get(sid)
         if pm is None:
@@ -434,21 +433,14 @@ class EngineMediaPlane:
         elif isinstance(event, _core.DataReceived):
             self._data_received(pm, event.reliable, bytes(event.payload))
 
-    def _track_arrived(self, pm: _ParticipantMedia, event: Any) -> None:
+    def _track_arrived(self, pm: _ParticipantMedia, event: _core.TrackArrived) -> None:
         room, sid = pm.room, pm.sid
         p = room.participants.get(sid)
         if p is None:
             return
         log.debug("%s: track arrived %r", sid, event)
-        pub = p.publication_by_cid(event.track_id)
-        if pub is None:
-            # Some clients put another id in msid than the cid they announced: fall
-            # back to the oldest pending publication of the same kind.
-            kind = models.TrackType.AUDIO if event.kind == "audio" else models.TrackType.VIDEO
-            pub = next(
-                (x for x in p.publications.values() if not x.live and x.info.type == kind),
-                None,
-            )
+        kind = models.TrackType.AUDIO if event.kind == "audio" else models.TrackType.VIDEO
+        pub = p.pending_publication_for(event.track_id, kind)
         if pub is None or pub.live:
             log.info("%s: media on mid %s matches no pending publication", sid, event.mid)
             return

@@ -138,6 +138,18 @@ class Participant:
                 return pub
         return None
 
+    def pending_publication_for(self, track_id: str, kind: int) -> Publication | None:
+        """The publication that media arriving with msid ``track_id`` belongs to: the
+        one announced with that cid, else (some clients put another id in msid than
+        the cid they announced) the oldest pending one of the same kind."""
+        pub = self.publication_by_cid(track_id)
+        if pub is not None:
+            return pub
+        return next(
+            (x for x in self.publications.values() if not x.live and x.info.type == kind),
+            None,
+        )
+
     def info(self, *, only_live: bool = True) -> models.ParticipantInfo:
         """The ParticipantInfo others see; pending tracks are visible only to the owner."""
         tracks = [p.info for p in self.publications.values() if p.live or not only_live]
@@ -870,6 +882,7 @@ def _may_transcribe(sender: Participant, transcription: models.Transcription) ->
 _RECONNECT_REASONS = frozenset(
     {
         DisconnectReason.MEDIA_FAILURE,
+        DisconnectReason.MIGRATION,
         DisconnectReason.SIGNAL_CLOSE,
         DisconnectReason.CONNECTION_TIMEOUT,
         DisconnectReason.JOIN_FAILURE,

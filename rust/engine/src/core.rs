@@ -51,6 +51,17 @@ impl OfferPlan {
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Engine state. `S` is where datagrams go (the UDP socket, or a test sink).
+/// How a stats event states a stream's losses.
+enum Loss {
+    /// Cumulative packets lost, as the remote's receiver reports say (egress).
+    Reported(Option<u64>),
+    /// The fraction lost in the last report we sent (ingress).
+    Fraction(Option<f32>),
+}
+
+/// How often str0m reports each stream's RTCP feedback counts.
+const FEEDBACK_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Core<S: Sink> {
     sink: S,
     /// The address we advertise in candidates and hand to str0m as destination.
@@ -76,6 +87,10 @@ pub struct Core<S: Sink> {
     /// Events for the control plane.
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
+    /// Per stream, the cumulative (FIR, PLI, NACK, packets, lost) counts of its last
+    /// str0m stats event: the engine-wide counters grow by the difference, so they
+    /// survive peers.
+    feedback_seen: HashMap<(PeerKey, Mid, Option<Rid>, bool), [u64; 5]>,
     seed: u64,
     drop_logged_at: Option<Instant>,
     drops_since_log: u64,
@@ -109,6 +124,7 @@ impl<S: Sink> Core<S> {
             dirty: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
+            feedback_seen: HashMap::new(),
             seed,
             drop_logged_at: None,
             drops_since_log: 0,
@@ -212,7 +228,9 @@ impl<S: Sink> Core<S> {
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
-            .enable_av1(true);
+            .enable_av1(true)
+            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics.
+            .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL));
         if let Some(cert) = &self.cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -309,6 +327,7 @@ impl<S: Sink> Core<S> {
             t.downs.retain(|d| d.sub != key);
         }
         self.router.by_sub_mid.retain(|(p, _), _| *p != key);
+        self.feedback_seen.retain(|(p, ..), _| *p != key);
         if let Some(mut peer) = self.peers.remove(&key) {
             peer.closed = true;
             // Best effort close_notify/BYE; the peer is gone either way.
@@ -785,6 +804,14 @@ impl<S: Sink> Core<S> {
             ("rtp_forwarded", c.rtp_forwarded),
             ("rtp_dropped", c.rtp_dropped),
             ("keyframe_requests", c.keyframe_requests),
+            ("nacks_in", c.nacks_in),
+            ("nacks_out", c.nacks_out),
+            ("plis_in", c.plis_in),
+            ("plis_out", c.plis_out),
+            ("firs_in", c.firs_in),
+            ("firs_out", c.firs_out),
+            ("packets_lost_in", c.packets_lost_in),
+            ("packets_lost_out", c.packets_lost_out),
             ("unroutable", c.unroutable),
             ("dropped_not_webrtc", c.dropped_not_webrtc),
             ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
@@ -1022,6 +1049,16 @@ impl<S: Sink> Core<S> {
                     }
                 }
             }
+            // Egress: what subscribers asked of us; ingress: what we asked publishers.
+            Event::MediaEgressStats(st) => {
+                let counts = [st.firs, st.plis, st.nacks, st.packets];
+                let lost = Loss::Reported(st.remote.as_ref().map(|r| r.packets_lost));
+                self.count_feedback(key, st.mid, st.rid, true, counts, lost)
+            }
+            Event::MediaIngressStats(st) => {
+                let counts = [st.firs, st.plis, st.nacks, st.packets];
+                self.count_feedback(key, st.mid, st.rid, false, counts, Loss::Fraction(st.loss))
+            }
             Event::StreamPaused(p) => {
                 if let Some(&tk) = self.router.by_pub_mid.get(&(key, p.mid)) {
                     if let Some(t) = self.router.tracks.get_mut(&tk) {
@@ -1032,6 +1069,46 @@ impl<S: Sink> Core<S> {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn count_feedback(
+        &mut self,
+        key: PeerKey,
+        mid: Mid,
+        rid: Option<Rid>,
+        egress: bool,
+        counts: [u64; 4],
+        loss: Loss,
+    ) {
+        let seen = self.feedback_seen.entry((key, mid, rid, egress)).or_insert([0; 5]);
+        let lost = match loss {
+            Loss::Reported(Some(total)) => total,
+            Loss::Reported(None) => seen[4],
+            // Only a fraction for the last interval: lost ≈ fraction × packets since.
+            Loss::Fraction(f) => {
+                let fraction = f64::from(f.unwrap_or(0.0).clamp(0.0, 1.0));
+                let packets = counts[3].saturating_sub(seen[3]) as f64;
+                seen[4] + (fraction * packets).round() as u64
+            }
+        };
+        let now = [counts[0], counts[1], counts[2], counts[3], lost];
+        let mut delta = [0u64; 5];
+        for (d, (n, s)) in delta.iter_mut().zip(now.iter().zip(seen.iter())) {
+            *d = n.saturating_sub(*s);
+        }
+        *seen = now;
+        let c = &mut self.counters;
+        if egress {
+            c.firs_in += delta[0];
+            c.plis_in += delta[1];
+            c.nacks_in += delta[2];
+            c.packets_lost_out += delta[4];
+        } else {
+            c.firs_out += delta[0];
+            c.plis_out += delta[1];
+            c.nacks_out += delta[2];
+            c.packets_lost_in += delta[4];
         }
     }
 
@@ -1357,5 +1434,33 @@ mod ice_grace_tests {
         w.run(Duration::from_secs(2), false);
         assert_eq!(w.closed.as_deref(), Some("ice disconnected"));
         assert!(w.now >= lost + ICE_DISCONNECTED_GRACE);
+    }
+}
+
+#[cfg(test)]
+mod feedback_tests {
+    //! The engine-wide feedback and loss counters grow by each stream's difference.
+    use super::*;
+    use crate::fuzz::VecSink;
+
+    #[test]
+    fn counters_add_differences_and_survive_the_stream() {
+        let mut core = Core::new(VecSink::default(), "10.0.0.1:7882".parse().unwrap());
+        let mid = Mid::from("0");
+        // A subscriber's stream: cumulative counts and remote-reported losses.
+        core.count_feedback(1, mid, None, true, [1, 2, 3, 100], Loss::Reported(Some(4)));
+        core.count_feedback(1, mid, None, true, [1, 5, 4, 200], Loss::Reported(None));
+        core.count_feedback(1, mid, None, true, [2, 5, 9, 300], Loss::Reported(Some(10)));
+        let c = &core.counters;
+        assert_eq!((c.firs_in, c.plis_in, c.nacks_in, c.packets_lost_out), (2, 5, 9, 10));
+        // A publisher's stream: 10 % of the 500 packets since the last event.
+        core.count_feedback(2, mid, None, false, [0, 1, 0, 500], Loss::Fraction(Some(0.1)));
+        core.count_feedback(2, mid, None, false, [0, 1, 0, 1000], Loss::Fraction(None));
+        let c = &core.counters;
+        assert_eq!((c.plis_out, c.packets_lost_in), (1, 50));
+        // The peer goes; the totals stay, and a new stream starts from zero.
+        core.feedback_seen.retain(|(p, ..), _| *p != 1);
+        core.count_feedback(1, mid, None, true, [0, 1, 0, 10], Loss::Reported(Some(1)));
+        assert_eq!((core.counters.plis_in, core.counters.packets_lost_out), (6, 11));
     }
 }

@@ -81,6 +81,17 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     pub rtp_dropped: u64,
     pub keyframe_requests: u64,
+    /// RTCP feedback from subscribers (`_in`) and to publishers (`_out`).
+    pub nacks_in: u64,
+    pub nacks_out: u64,
+    pub plis_in: u64,
+    pub plis_out: u64,
+    pub firs_in: u64,
+    pub firs_out: u64,
+    /// Media packets lost from publishers (estimated from the loss fraction of our
+    /// receiver reports) and to subscribers (as their receiver reports say).
+    pub packets_lost_in: u64,
+    pub packets_lost_out: u64,
     /// Datagrams no peer got (the sum of the three `dropped_*`).
     pub unroutable: u64,
     /// Not STUN, DTLS, RTP or RTCP by the first byte.
