@@ -177,7 +177,7 @@ class NodeProcess:
             f"""
             port: {self.port}
             bind_addresses: ["127.0.0.1"]
-            rtc: {{udp_port: {self.udp_port}, node_ip: 127.0.0.1}}
+            rtc: {{udp_port: {self.udp_port}, tcp_port: 0, node_ip: 127.0.0.1}}
             keys: {{{API_KEY}: {API_SECRET}}}
             redis: {{address: "{redis.address}"}}
             """
