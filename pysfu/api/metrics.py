@@ -211,7 +211,7 @@ def make_registry(source: MetricsSource) -> CollectorRegistry:
 
 
 class JoinLatency:
-    """ASGI middleware timing each join (``/rtc`` without ``reconnect=1``) from the
+    """ASGI middleware timing each join (``/rtc`` without ``reconnect=1``, ``/rtc/v1``) from the
     WebSocket upgrade request to the first message sent back, the JoinResponse (or
     the refusal); relayed joins are timed end to end on the node the client dialled."""
 
@@ -234,7 +234,9 @@ class JoinLatency:
         query = scope.get("query_string", b"")
         if (
             scope["type"] != "websocket"
-            or scope["path"].rstrip("/") != "/rtc"
+            # /rtc/v1 (single PeerConnection) joins too; its resumes say so inside
+            # join_request and are timed as joins.
+            or scope["path"].rstrip("/") not in ("/rtc", "/rtc/v1")
             or b"reconnect=1" in query
         ):
             await self.app(scope, receive, send)
