@@ -140,7 +140,9 @@ class ClusterRoutes:
         if owner is None:
             return False
         query = scope.get("query_string", b"").decode("latin-1")
-        url = relay.ws_url(owner.http_url, "/rtc" + (f"?{query}" if query else ""))
+        # /rtc or /rtc/v1: the owner speaks the version the client chose.
+        path = scope["path"].rstrip("/") or "/rtc"
+        url = relay.ws_url(owner.http_url, path + (f"?{query}" if query else ""))
         headers = [(grant.HEADER.encode(), self._grant_for(owner).encode())]
         auth = _headers(scope).get("authorization")
         if auth:
