@@ -68,19 +68,23 @@ def _mute(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.Sign
     manager.apply(room, room.set_muted(s.sid, req.mute.sid, req.mute.muted, by_server=False))
 
 
+def _subscribe(
+    manager: RoomManager, room: Room, sid: str, sub: rtc.UpdateSubscription, *, quiet: bool
+) -> None:
+    fx = room.update_subscription(
+        sid,
+        track_sids=sub.track_sids,
+        subscribe=sub.subscribe,
+        participant_tracks=sub.participant_tracks,
+        quiet=quiet,
+    )
+    manager.apply(room, fx)
+
+
 def _subscription(
     manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
 ) -> None:
-    sub = req.subscription
-    manager.apply(
-        room,
-        room.update_subscription(
-            s.sid,
-            track_sids=sub.track_sids,
-            subscribe=sub.subscribe,
-            participant_tracks=sub.participant_tracks,
-        ),
-    )
+    _subscribe(manager, room, s.sid, req.subscription, quiet=False)
 
 
 def _track_setting(
@@ -114,17 +118,7 @@ def _sync_state(
     applied again (anything it changed while away), the rest the server still has."""
     sync = req.sync_state
     if sync.HasField("subscription") and sync.subscription.track_sids:
-        sub = sync.subscription
-        manager.apply(
-            room,
-            room.update_subscription(
-                s.sid,
-                track_sids=sub.track_sids,
-                subscribe=sub.subscribe,
-                participant_tracks=sub.participant_tracks,
-                quiet=True,
-            ),
-        )
+        _subscribe(manager, room, s.sid, sync.subscription, quiet=True)
 
 
 def _ping(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest) -> None:
