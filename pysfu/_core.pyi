@@ -8,7 +8,9 @@ unknown peer or track ids are errors, never crashes.
 from typing import Literal, TypeAlias, final
 
 __all__ = [
+    "AudioLevels",
     "DataReceived",
+    "LinkStats",
     "LoadGenerator",
     "MediaEngine",
     "MediaError",
@@ -81,7 +83,34 @@ class DataReceived:
     @property
     def kind(self) -> Literal["data_received"]: ...
 
-_MediaEvent: TypeAlias = PeerConnected | PeerClosed | TrackArrived | DataReceived
+@final
+class AudioLevels:
+    """Every 400 ms while audio tracks exist (and once after the last one went):
+    each audio track's RFC 6464 levels since the last such event, summarised in
+    the engine (packets never cross the door)."""
+
+    @property
+    def levels(self) -> list[tuple[str, int, int, int]]:
+        """(track id, observed ms, ms at speech level or louder, loudest level
+        0..127 with 0 loudest, 127 when none was at speech level)."""
+    @property
+    def kind(self) -> Literal["audio_levels"]: ...
+
+@final
+class LinkStats:
+    """Every second: each peer's link (from str0m's stream stats) since the last
+    such event."""
+
+    @property
+    def links(self) -> list[tuple[str, float | None, float, float | None]]:
+        """(peer id, fraction lost 0..1 or None without a receiver report, jitter
+        ms, round-trip time ms or None)."""
+    @property
+    def kind(self) -> Literal["link_stats"]: ...
+
+_MediaEvent: TypeAlias = (
+    PeerConnected | PeerClosed | TrackArrived | DataReceived | AudioLevels | LinkStats
+)
 
 @final
 class MediaEngine:

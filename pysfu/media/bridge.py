@@ -86,6 +86,8 @@ class EngineMediaPlane:
         self.manager = manager
         self.engine = engine
         self._participants: dict[str, _ParticipantMedia] = {}
+        self._track_rooms: dict[str, Room] = {}
+        """Room of each track bound in the engine (for its audio levels)."""
 
     # ---- lifetime ---------------------------------------------------------------------
 
@@ -277,6 +279,7 @@ class EngineMediaPlane:
 
     def tracks_unpublished(self, track_sids: list[str]) -> None:
         for track_sid in track_sids:
+            self._track_rooms.pop(track_sid, None)
             try:
                 self.engine.unpublish_track(track_sid)
             except _core.MediaError:
@@ -338,6 +341,12 @@ class EngineMediaPlane:
     # ---- engine → rooms -------------------------------------------------------------------
 
     def _on_event(self, event: _core._MediaEvent) -> None:
+        if isinstance(event, _core.AudioLevels):
+            self._audio_levels(event.levels)
+            return
+        if isinstance(event, _core.LinkStats):
+            self._link_stats(event.links)
+            return
         sid, is_sub = _split_peer(event.peer_id)
         pm = self._participants.get(sid)
         if pm is None:
@@ -355,6 +364,26 @@ class EngineMediaPlane:
         elif isinstance(event, _core.DataReceived):
             self._data_received(pm, event.reliable, bytes(event.payload))
 
+    def _audio_levels(self, levels: list[tuple[str, int, int, int]]) -> None:
+        """Level summaries to their rooms; every room that has speakers ticks even
+        without new levels (speech ends by going quiet or going away)."""
+        by_room: dict[str, tuple[Room, list[tuple[str, int, int, int]]]] = {}
+        for level in levels:
+            room = self._track_rooms.get(level[0])
+            if room is None or room.closed:
+                self._track_rooms.pop(level[0], None)
+                continue
+            by_room.setdefault(room.name, (room, []))[1].append(level)
+        for room in self.manager.rooms:
+            if room.name not in by_room and (room.speakers.meters or room.speakers.announced):
+                by_room[room.name] = (room, [])
+        now = self.manager.now()
+        for room, room_levels in by_room.values():
+            self.manager.apply(room, room.audio_levels(room_levels, now))
+
+    def _link_stats(self, links: list[tuple[str, float | None, float, float | None]]) -> None:
+        pass
+
     def _track_arrived(self, pm: _ParticipantMedia, event: _core.TrackArrived) -> None:
         room, sid = pm.room, pm.sid
         p = room.participants.get(sid)
@@ -367,6 +396,7 @@ class EngineMediaPlane:
             log.info("%s: media on mid %s matches no pending publication", sid, event.mid)
             return
         self.engine.publish_track(publisher=pub_peer(sid), mid=event.mid, track_id=pub.sid)
+        self._track_rooms[pub.sid] = room
         pm.msid_tracks[pub.sid] = event.track_id
         if pub.info.muted:
             self.engine.set_muted(pub.sid, True)

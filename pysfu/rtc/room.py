@@ -29,6 +29,7 @@ from ..errors import LocalProtocolError
 from . import ids
 from .effects import Binding, DataDelivery, Effects, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
+from .speakers import LevelSummary, Speakers
 from .subscription import Subscription, SubscriptionAction
 
 DisconnectReason = models.DisconnectReason
@@ -209,6 +210,7 @@ class Room:
     _version: int = 0
     _batched: dict[str, None] = attrs.field(factory=dict)
     """Sids whose latest state others have not been sent yet (see flush_updates)."""
+    speakers: Speakers = attrs.field(factory=Speakers)
 
     def __attrs_post_init__(self) -> None:
         if not self.creation_wall:
@@ -852,6 +854,52 @@ class Room:
             if msg is None:
                 msg = shared[key] = _update(news)
             fx.send(other.sid, msg)
+        return fx
+
+    # ---- media observations ------------------------------------------------------
+
+    def _subscribed_publishers(self, sid: str) -> set[str]:
+        """Publisher sids of the tracks ``sid`` receives (bound subscriptions)."""
+        publishers: set[str] = set()
+        for (sub_sid, track_sid), sub in self.subscriptions.items():
+            if sub_sid == sid and sub.bound:
+                pub = self.find_publication(track_sid)
+                if pub is not None:
+                    publishers.add(pub.publisher_sid)
+        return publishers
+
+    def audio_levels(self, levels: Iterable[tuple[str, int, int, int]], now: float) -> Effects:
+        """The engine's level summaries (track sid, observed ms, active ms, loudest)
+        for this room's tracks, at ``now``: everyone hears of speakers that started,
+        changed or stopped among itself and those it subscribes to (SpeakersChanged),
+        as the reference."""
+        fx = Effects()
+        for track_sid, observed_ms, active_ms, loudest in levels:
+            self.speakers.observe(track_sid, LevelSummary(observed_ms, active_ms, loudest), now)
+        live = {sid for p in self.participants.values() for sid in p.publications}
+        self.speakers.forget([sid for sid in self.speakers.meters if sid not in live])
+        microphones = {
+            p.sid: [
+                pub.sid
+                for pub in p.publications.values()
+                if pub.live
+                and not pub.info.muted
+                and pub.info.source == models.TrackSource.MICROPHONE
+            ]
+            for p in self.participants.values()
+            if not p.hidden
+        }
+        changes = self.speakers.changes(microphones, now)
+        if not changes:
+            return fx
+        for p in self.participants.values():
+            scope = self._subscribed_publishers(p.sid) | {p.sid}
+            mine = [s for s in changes if s.sid in scope]
+            if mine:
+                fx.send(
+                    p.sid,
+                    rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=mine)),
+                )
         return fx
 
     @property

@@ -19,7 +19,9 @@ use crate::demux::{Demux, Drop, Route};
 use crate::error::{EngineError, Result};
 use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
+use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
+use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
 use crate::{Counters, PeerKey};
@@ -91,6 +93,12 @@ pub struct Core<S: Sink> {
     drop_logged_at: Option<Instant>,
     drops_since_log: u64,
     ice_grace: Duration,
+    /// Next `AudioLevels` event; whether the last one had levels (one empty
+    /// event follows the last, so the control plane sees speech end).
+    levels_due: Option<Instant>,
+    levels_reported: bool,
+    /// Next `LinkStats` event.
+    links_due: Option<Instant>,
 }
 
 impl<S: Sink> Core<S> {
@@ -123,6 +131,9 @@ impl<S: Sink> Core<S> {
             drop_logged_at: None,
             drops_since_log: 0,
             ice_grace: ICE_DISCONNECTED_GRACE,
+            levels_due: None,
+            levels_reported: false,
+            links_due: None,
         }
     }
 
@@ -186,7 +197,8 @@ impl<S: Sink> Core<S> {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
-            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics.
+            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics, and
+            // each peer's link stats for connection quality (LinkStats).
             .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL));
         if let Some(cert) = &self.cert {
             cfg = cfg.set_dtls_cert(cert.clone());
@@ -567,6 +579,7 @@ impl<S: Sink> Core<S> {
             layers: Vec::new(),
             downs: Vec::new(),
             codecs,
+            level: (kind == MediaKind::Audio).then(|| LevelMeter::new(48_000)),
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
@@ -816,9 +829,40 @@ impl<S: Sink> Core<S> {
         }
     }
 
+    /// Control-plane summaries that are due: audio levels, link stats.
+    fn report(&mut self, now: Instant) {
+        if self.levels_due.is_none_or(|t| t <= now) {
+            self.levels_due = Some(now + LEVEL_INTERVAL);
+            let has_audio = self.router.tracks.values().any(|t| t.level.is_some());
+            let levels: Vec<_> = self
+                .router
+                .tracks
+                .values_mut()
+                .filter_map(|t| Some((t.id.clone(), t.level.as_mut()?.take()?)))
+                .collect();
+            if has_audio || self.levels_reported {
+                self.levels_reported = has_audio;
+                self.events.push(MediaEvent::AudioLevels { levels });
+            }
+        }
+        if self.links_due.is_none_or(|t| t <= now) {
+            self.links_due = Some(now + LINK_STATS_INTERVAL);
+            let links: Vec<_> = self
+                .peers
+                .values_mut()
+                .filter(|p| !p.closed)
+                .filter_map(|p| Some((p.id.clone(), p.link.take()?)))
+                .collect();
+            if !links.is_empty() {
+                self.events.push(MediaEvent::LinkStats { links });
+            }
+        }
+    }
+
     /// Give due peers their timeout (and flush forwarded RTP).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.flush(now);
+        self.report(now);
         let due: Vec<PeerKey> = self
             .peers
             .values()
@@ -937,12 +981,21 @@ impl<S: Sink> Core<S> {
                 }
             }
             // Egress: what subscribers asked of us; ingress: what we asked publishers.
+            // Both also feed the peer's link stats (connection quality).
             Event::MediaEgressStats(st) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    let clock = clock_rate(&p.rtc, st.mid);
+                    p.link.egress(&st, clock);
+                }
                 let counts = [st.firs, st.plis, st.nacks, st.packets];
                 let lost = Loss::Reported(st.remote.as_ref().map(|r| r.packets_lost));
                 self.count_feedback(key, st.mid, st.rid, true, counts, lost)
             }
             Event::MediaIngressStats(st) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    let clock = clock_rate(&p.rtc, st.mid);
+                    p.link.ingress(&st, clock);
+                }
                 let counts = [st.firs, st.plis, st.nacks, st.packets];
                 self.count_feedback(key, st.mid, st.rid, false, counts, Loss::Fraction(st.loss))
             }
@@ -1081,6 +1134,9 @@ impl<S: Sink> Core<S> {
         let Core { router, peers, counters, dirty, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
         track.saw_layer(rid, ssrc, now);
+        if let Some(meter) = track.level.as_mut() {
+            meter.observe(pkt.header.ext_vals.audio_level, pkt.header.timestamp);
+        }
         if track.muted || track.downs.is_empty() {
             return;
         }
@@ -1186,6 +1242,14 @@ impl<S: Sink> Core<S> {
             seen.push(rid);
             self.request_keyframe_for(tk, rid, now);
         }
+    }
+}
+
+/// RTP clock rate of an m-line: 48 kHz audio (Opus), 90 kHz video.
+fn clock_rate(rtc: &Rtc, mid: Mid) -> u32 {
+    match rtc.media(mid).map(|m| m.kind()) {
+        Some(MediaKind::Audio) => 48_000,
+        _ => 90_000,
     }
 }
 

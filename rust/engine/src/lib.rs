@@ -32,6 +32,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keyframe;
+pub mod link_stats;
 pub mod peer;
 pub mod pump;
 #[cfg(test)]

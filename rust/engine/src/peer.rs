@@ -9,6 +9,7 @@ use str0m::media::{Mid, Rid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, Output, Rtc};
 
+use crate::link_stats::LinkAcc;
 use crate::router::TrackKey;
 use crate::PeerKey;
 
@@ -75,6 +76,8 @@ pub struct Peer {
     pub rx_ssrc: HashMap<Ssrc, (Mid, Option<Rid>)>,
     /// Subscriber: m-lines whose track went away, to turn inactive in the next offer.
     pub orphan_mids: Vec<Mid>,
+    /// Stream stats since the last `LinkStats` event.
+    pub link: LinkAcc,
 }
 
 impl Peer {
@@ -107,6 +110,7 @@ impl Peer {
             arrived: HashSet::new(),
             rx_ssrc: HashMap::new(),
             orphan_mids: Vec::new(),
+            link: LinkAcc::default(),
         }
     }
 

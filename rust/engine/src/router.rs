@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
+pub mod audio;
+
+use self::audio::LevelMeter;
 use crate::keyframe::CodecKind;
 use crate::rewrite::{Rewriter, Vp8Rewriter};
 use crate::PeerKey;
@@ -59,6 +62,8 @@ pub struct Track {
     pub downs: Vec<DownTrack>,
     /// Codec per incoming payload type, learnt from the publisher's negotiation.
     pub codecs: Vec<(Pt, CodecKind)>,
+    /// Audio tracks: levels since the last summary (see `audio`).
+    pub level: Option<LevelMeter>,
 }
 
 /// Forwarding state of one track towards one subscriber peer.
@@ -226,6 +231,7 @@ mod tests {
             layers: Vec::new(),
             downs: Vec::new(),
             codecs: Vec::new(),
+            level: None,
         }
     }
 

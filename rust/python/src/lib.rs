@@ -127,6 +127,44 @@ impl DataReceived {
     }
 }
 
+/// Audio level summaries of every audio track since the last such event.
+#[pyclass(frozen, module = "pysfu._core")]
+struct AudioLevels {
+    /// (track id, observed ms, active ms, loudest level 0..=127).
+    #[pyo3(get)]
+    levels: Vec<(String, u32, u32, u8)>,
+}
+
+#[pymethods]
+impl AudioLevels {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "audio_levels"
+    }
+    fn __repr__(&self) -> String {
+        format!("AudioLevels(levels={:?})", self.levels)
+    }
+}
+
+/// Link stats of every peer with stream stats since the last such event.
+#[pyclass(frozen, module = "pysfu._core")]
+struct LinkStats {
+    /// (peer id, loss fraction or None, jitter ms, rtt ms or None).
+    #[pyo3(get)]
+    links: Vec<(String, Option<f32>, f32, Option<f32>)>,
+}
+
+#[pymethods]
+impl LinkStats {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "link_stats"
+    }
+    fn __repr__(&self) -> String {
+        format!("LinkStats(links={:?})", self.links)
+    }
+}
+
 fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
     Ok(match e {
         MediaEvent::PeerConnected { peer_id } => Py::new(py, PeerConnected { peer_id })?.into_any(),
@@ -140,6 +178,14 @@ fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
         .into_any(),
         MediaEvent::DataReceived { peer_id, reliable, payload } => {
             Py::new(py, DataReceived { peer_id, reliable, payload })?.into_any()
+        }
+        MediaEvent::AudioLevels { levels } => {
+            let levels = levels.into_iter().map(|(t, l)| (t, l.observed_ms, l.active_ms, l.loudest)).collect();
+            Py::new(py, AudioLevels { levels })?.into_any()
+        }
+        MediaEvent::LinkStats { links } => {
+            let links = links.into_iter().map(|(p, l)| (p, l.loss, l.jitter_ms, l.rtt_ms)).collect();
+            Py::new(py, LinkStats { links })?.into_any()
         }
         other => {
             return Err(PyValueError::new_err(format!("unexpected engine event {other:?}")));
@@ -314,5 +360,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PeerClosed>()?;
     m.add_class::<TrackArrived>()?;
     m.add_class::<DataReceived>()?;
+    m.add_class::<AudioLevels>()?;
+    m.add_class::<LinkStats>()?;
     Ok(())
 }
