@@ -1,7 +1,7 @@
 """A Python SDK participant in a process of its own, so that a test can freeze it
 (SIGSTOP, as a sleeping laptop) or kill it. Run by :func:`tests.client_process.python_client`:
 
-    python -m tests.sdk_child URL TOKEN [--tone]
+    python -m tests.sdk_child URL TOKEN [--tone] [--camera]
 
 It prints one JSON line per event on stdout (``connected`` with its sid, ``published``
 with its track's sid, then room events) and stays until killed.
@@ -17,7 +17,7 @@ from typing import Any
 
 from livekit import rtc
 
-from .sdk_helpers import ToneSource
+from .sdk_helpers import CameraSource, ToneSource
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -29,6 +29,7 @@ async def main() -> None:
     parser.add_argument("url")
     parser.add_argument("token")
     parser.add_argument("--tone", action="store_true", help="publish a 440 Hz microphone")
+    parser.add_argument("--camera", action="store_true", help="publish a simulcast camera")
     args = parser.parse_args()
 
     room = rtc.Room()
@@ -49,6 +50,10 @@ async def main() -> None:
     tone = ToneSource()  # held here: its feeding task lives as long as the process
     if args.tone:
         publication = await tone.publish(room)
+        emit("published", track_sid=publication.sid)
+    camera = CameraSource()
+    if args.camera:
+        publication = await camera.publish(room)
         emit("published", track_sid=publication.sid)
     await asyncio.Event().wait()
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from livekit import rtc
 
-from .conftest import RunningServer
-from .sdk_helpers import ToneSource, Watcher, connected
+from .client_process import python_client
+from .conftest import RunningServer, make_config, start_server, stop_server
+from .netns import netns
+from .sdk_helpers import CameraSource, ToneSource, Watcher, connected
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,3 +63,68 @@ async def test_the_loud_publisher_is_the_active_speaker(server: RunningServer) -
         finally:
             await loud.aclose()
             await silent.aclose()
+
+
+def _qualities(watcher: Watcher, identity: str) -> list[rtc.ConnectionQuality]:
+    return [
+        args[1]
+        for name, args in watcher.seen
+        if name == "connection_quality_changed" and args[0].identity == identity
+    ]
+
+
+async def test_connection_quality_is_excellent_on_loopback(server: RunningServer) -> None:
+    tone, camera = ToneSource(), CameraSource()
+    async with (
+        connected(server, "alice") as (alice, alice_w),
+        connected(server, "bob") as (_, bob_w),
+    ):
+        await tone.publish(alice)
+        await camera.publish(alice)
+        try:
+            # The reference scores every 5 s and tells a participant its own quality
+            # and that of those it subscribes to.
+            await bob_w.wait_for(
+                "connection_quality_changed", lambda p, q: p.identity == "alice", timeout=15
+            )
+            await alice_w.wait_for(
+                "connection_quality_changed", lambda p, q: p.identity == "alice", timeout=15
+            )
+            await bob_w.wait_for(
+                "connection_quality_changed", lambda p, q: p.identity == "bob", timeout=15
+            )
+            await asyncio.sleep(6)  # another scoring window with media flowing
+            for watcher in (alice_w, bob_w):
+                for who in ("alice", "bob") if watcher is bob_w else ("alice",):
+                    assert set(_qualities(watcher, who)) == {
+                        rtc.ConnectionQuality.QUALITY_EXCELLENT
+                    }
+        finally:
+            await tone.aclose()
+            await camera.aclose()
+
+
+async def test_connection_quality_is_poor_under_ten_percent_loss() -> None:
+    """A publisher whose link loses 10 % (on a veth into a namespace the test makes)
+    reads POOR to those subscribed to it, as on the reference (video loses
+    its quality level at 2 % and 6 %)."""
+    with netns() as ns:
+        running = start_server(make_config(bind_addresses=(ns.host_ip,), node_ip=ns.host_ip))
+        try:
+            async with connected(running, "watcher") as (_, watcher):
+                token = running.token_for("lossy", "room1")
+                async with python_client(
+                    running.url, token, "lossy", camera=True, wrap=ns.exec_argv
+                ) as lossy:
+                    await lossy.wait_event("published")
+                    await watcher.wait_for("track_subscribed", lambda t, pub, p: True)
+                    ns.lose(10)
+                    await watcher.wait_for(
+                        "connection_quality_changed",
+                        lambda p, q: (
+                            p.identity == "lossy" and q == rtc.ConnectionQuality.QUALITY_POOR
+                        ),
+                        timeout=30,
+                    )
+        finally:
+            stop_server(running)

@@ -25,6 +25,7 @@ from .. import _core
 from ..errors import RemoteProtocolError
 from ..rtc.effects import Binding, DataDelivery, Mute
 from ..rtc.lifecycle import ParticipantEvent
+from ..rtc.quality import LinkSample
 from ..rtc.room import Room
 from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
@@ -382,7 +383,18 @@ class EngineMediaPlane:
             self.manager.apply(room, room.audio_levels(room_levels, now))
 
     def _link_stats(self, links: list[tuple[str, float | None, float, float | None]]) -> None:
-        pass
+        """Link reports to their participants' rooms; every room's scoring ticks
+        (each closes its windows on its own schedule)."""
+        by_room: dict[str, list[tuple[str, bool, LinkSample]]] = {}
+        for peer_id, loss, jitter_ms, rtt_ms in links:
+            sid, is_sub = _split_peer(peer_id)
+            pm = self._participants.get(sid)
+            if pm is not None:
+                sample = LinkSample(loss=loss, jitter_ms=jitter_ms, rtt_ms=rtt_ms)
+                by_room.setdefault(pm.room.name, []).append((sid, is_sub, sample))
+        now = self.manager.now()
+        for room in self.manager.rooms:
+            self.manager.apply(room, room.link_stats(by_room.get(room.name, []), now))
 
     def _track_arrived(self, pm: _ParticipantMedia, event: _core.TrackArrived) -> None:
         room, sid = pm.room, pm.sid

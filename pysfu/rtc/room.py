@@ -29,6 +29,7 @@ from ..errors import LocalProtocolError
 from . import ids
 from .effects import Binding, DataDelivery, Effects, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
+from .quality import AUDIO_LOSS_WEIGHT, VIDEO_LOSS_WEIGHT, LinkSample, QualityScoring
 from .speakers import LevelSummary, Speakers
 from .subscription import Subscription, SubscriptionAction
 
@@ -211,6 +212,7 @@ class Room:
     _batched: dict[str, None] = attrs.field(factory=dict)
     """Sids whose latest state others have not been sent yet (see flush_updates)."""
     speakers: Speakers = attrs.field(factory=Speakers)
+    quality: QualityScoring = attrs.field(factory=QualityScoring)
 
     def __attrs_post_init__(self) -> None:
         if not self.creation_wall:
@@ -900,6 +902,49 @@ class Room:
                     p.sid,
                     rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=mine)),
                 )
+        return fx
+
+    def _loss_weight(self, sid: str) -> float:
+        """The reference weighs loss by codec: video if the participant sends or
+        receives any, else Opus."""
+        p = self.participants[sid]
+        kinds = [pub.info.type for pub in p.publications.values() if pub.live]
+        for (sub_sid, track_sid), sub in self.subscriptions.items():
+            if sub_sid == sid and sub.bound:
+                pub = self.find_publication(track_sid)
+                if pub is not None:
+                    kinds.append(pub.info.type)
+        if models.TrackType.VIDEO in kinds:
+            return VIDEO_LOSS_WEIGHT
+        return AUDIO_LOSS_WEIGHT
+
+    def link_stats(self, samples: Iterable[tuple[str, bool, LinkSample]], now: float) -> Effects:
+        """The engine's link reports (participant sid, of its subscriber peer, sample)
+        for this room, at ``now``. At the end of each scoring window, if anyone's
+        quality is new or changed, every active participant gets a
+        ConnectionQualityUpdate with its own and its publishers' qualities."""
+        fx = Effects()
+        for sid, subscriber, sample in samples:
+            if sid in self.participants:
+                self.quality.observe(sid, subscriber, sample)
+        for sid in {k[0] for k in self.quality.scorers} - self.participants.keys():
+            self.quality.forget(sid)
+        active = [
+            p.sid
+            for p in self.participants.values()
+            if p.state is ParticipantState.ACTIVE and not p.hidden
+        ]
+        weights = {sid: self._loss_weight(sid) for sid in active}
+        infos = self.quality.tick(now, active, weights)
+        if not infos:
+            return fx
+        for sid in active:
+            updates = [infos[sid]]
+            updates += [infos[o] for o in self._subscribed_publishers(sid) if o in infos]
+            fx.send(
+                sid,
+                rtc.SignalResponse(connection_quality=rtc.ConnectionQualityUpdate(updates=updates)),
+            )
         return fx
 
     @property
