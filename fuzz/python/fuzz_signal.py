@@ -292,6 +292,11 @@ class Harness:
             req.track_setting.track_sids.append(self.pick_track())
             req.track_setting.disabled = fdp.bool()
             req.track_setting.quality = fdp.int_in(0, 3)
+        elif kind == "update_audio_track":
+            req.update_audio_track.track_sid = self.pick_track()
+            req.update_audio_track.features.extend(
+                fdp.int_in(0, 8) for _ in range(fdp.int_in(0, 4))
+            )
         elif kind == "leave":
             req.leave.reason = fdp.int_in(0, 20)
             req.leave.action = fdp.int_in(0, 2)

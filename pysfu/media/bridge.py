@@ -29,7 +29,7 @@ from ..rtc.quality import LinkSample
 from ..rtc.room import Room
 from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
-from .sdp import media_sections
+from .sdp import configure_opus, media_sections
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ class EngineMediaPlane:
         except _core.MediaError as exc:
             log.warning("%s: publisher offer rejected: %s", sid, exc)
             return
+        answer = configure_opus(answer, self._opus_settings(pm, offer.sdp))
         self.manager.send(
             sid,
             rtc.SignalResponse(
@@ -178,6 +179,30 @@ class EngineMediaPlane:
             ),
         )
         self._trickle_local(sid, Target.PUBLISHER, answer)
+
+    def _opus_settings(self, pm: _ParticipantMedia, sdp: str) -> dict[str, tuple[bool, bool]]:
+        """(dtx, stereo) per audio mid of a publisher offer, from the features of the
+        publication each m-section carries (matched by msid track id = cid, or by
+        mid once live)."""
+        p = pm.room.participants.get(pm.sid)
+        if p is None:
+            return {}
+        settings: dict[str, tuple[bool, bool]] = {}
+        for section in media_sections(sdp):
+            if section.kind != "audio" or not section.sending:
+                continue
+            pub = p.publication_by_cid(section.track_id) or next(
+                (x for x in p.publications.values() if x.live and x.info.mid == section.mid),
+                None,
+            )
+            if pub is None or pub.info.type != models.TrackType.AUDIO:
+                continue
+            features = pub.info.audio_features
+            settings[section.mid] = (
+                models.AudioTrackFeature.TF_NO_DTX not in features,
+                models.AudioTrackFeature.TF_STEREO in features,
+            )
+        return settings
 
     def _unpublish_stopped(self, pm: _ParticipantMedia, sdp: str) -> None:
         """Clients unpublish by renegotiating without the track (no signal message):

@@ -540,7 +540,7 @@ class Room:
                 disable_red=req.disable_red,
                 encryption=req.encryption,
                 stream=req.stream,
-                audio_features=req.audio_features,
+                audio_features=_audio_features(req),
                 backup_codec_policy=req.backup_codec_policy,
             )
             pub = Publication(info=info, cid=req.cid, publisher_sid=sid)
@@ -619,6 +619,42 @@ class Room:
             fx.send(sid, rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted)))
         self._bump(p)
         self._broadcast_participant(fx, p)
+        return fx
+
+    def update_audio_track(self, sid: str, req: rtc.UpdateLocalAudioTrack) -> Effects:
+        """The publisher changed an audio track's features (the SDKs do when a
+        microphone's processing or stereo changes): the publication takes them, and
+        the ``stereo``/``disable_dtx`` flags follow; others are told if it is live.
+        An unknown track gets RequestResponse NOT_FOUND."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        pub = p.publications.get(req.track_sid)
+        if pub is None or pub.info.type != models.TrackType.AUDIO:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        reason=rtc.RequestResponse.Reason.NOT_FOUND,
+                        message="track not found",
+                        update_audio_track=req,
+                    )
+                ),
+            )
+            return fx
+        features = list(dict.fromkeys(req.features))
+        stereo = models.AudioTrackFeature.TF_STEREO in features
+        no_dtx = models.AudioTrackFeature.TF_NO_DTX in features
+        info = pub.info
+        if (list(info.audio_features), info.stereo, info.disable_dtx) == (features, stereo, no_dtx):
+            return fx
+        del info.audio_features[:]
+        info.audio_features.extend(features)
+        info.stereo, info.disable_dtx = stereo, no_dtx
+        if pub.live:
+            self._bump(p)
+            self._broadcast_participant(fx, p)
         return fx
 
     def update_own_metadata(self, sid: str, req: rtc.UpdateParticipantMetadata) -> Effects:
@@ -953,6 +989,17 @@ class Room:
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")
+
+
+def _audio_features(req: rtc.AddTrackRequest) -> list[models.AudioTrackFeature]:
+    """The request's audio features, with its older ``stereo`` and ``disable_dtx``
+    flags folded in (as the reference), each once."""
+    features = list(dict.fromkeys(req.audio_features))
+    if req.stereo and models.AudioTrackFeature.TF_STEREO not in features:
+        features.append(models.AudioTrackFeature.TF_STEREO)
+    if req.disable_dtx and models.AudioTrackFeature.TF_NO_DTX not in features:
+        features.append(models.AudioTrackFeature.TF_NO_DTX)
+    return features
 
 
 def _may_transcribe(sender: Participant, transcription: models.Transcription) -> bool:

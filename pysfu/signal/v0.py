@@ -93,6 +93,12 @@ def _track_setting(
     manager.media.track_settings(s.sid, req.track_setting)
 
 
+def _update_audio_track(
+    manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
+) -> None:
+    manager.apply(room, room.update_audio_track(s.sid, req.update_audio_track))
+
+
 def _leave(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest) -> None:
     s.leaving = True
     manager.remove(room, s.sid, DisconnectReason.CLIENT_INITIATED)
@@ -146,6 +152,7 @@ HANDLERS: dict[str, Handler] = {
     "mute": _mute,
     "subscription": _subscription,
     "track_setting": _track_setting,
+    "update_audio_track": _update_audio_track,
     "leave": _leave,
     "update_metadata": _update_metadata,
     "subscription_permission": _subscription_permission,
