@@ -189,6 +189,10 @@ class MediaEngine:
         """Simulcast quality for one subscriber: 0 LOW (q), 1 MEDIUM (h), 2 HIGH (f,
         default). The best live layer not above it is forwarded; switches happen
         on a keyframe of the new layer."""
+    def set_disabled(self, *, subscriber: str, track_id: str, disabled: bool) -> None:
+        """Stop (``disabled``) or resume forwarding a track to one subscriber, without
+        renegotiation (the client hid or showed it); resuming video waits for a
+        keyframe (one is requested)."""
     def send_data(self, peer_id: str, *, reliable: bool, payload: bytes) -> None:
         """Send a binary message on the peer's ``_reliable``/``_lossy`` channel.
         MediaError if that channel is not open yet."""

@@ -32,7 +32,7 @@ with instrumented("pysfu"):
     import pysfu.runtime.sessions
     from pysfu import testing
     from pysfu.auth import Claims, VideoGrant
-    from pysfu.rtc.effects import Binding, DataDelivery, Mute
+    from pysfu.rtc.effects import Binding, DataDelivery, LayerChoice, Mute
     from pysfu.rtc.lifecycle import ParticipantEvent
     from pysfu.rtc.room import Room
     from pysfu.runtime.manager import JoinParams, ResumeRefused, RoomManager
@@ -137,7 +137,7 @@ class RecordingMedia:
     def apply_mutes(self, mutes: list[Mute]) -> None:
         pass
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
         pass
 
     def apply_bindings(self, bindings: list[Binding]) -> None:

@@ -23,7 +23,7 @@ from livekit.protocol import models, rtc
 
 from .. import _core
 from ..errors import RemoteProtocolError
-from ..rtc.effects import Binding, DataDelivery, Mute
+from ..rtc.effects import Binding, DataDelivery, LayerChoice, Mute
 from ..rtc.lifecycle import ParticipantEvent
 from ..rtc.quality import LinkSample
 from ..rtc.room import Room
@@ -42,12 +42,6 @@ MAX_CANDIDATE_BYTES = 4096
 
 MAX_DATA_PACKET_BYTES = 64 * 1024
 """Larger DataPackets are dropped: SCTP messages from the SDKs stay below 64 KiB."""
-
-_QUALITY_BY_LAYER = {
-    models.VideoQuality.LOW: 0,
-    models.VideoQuality.MEDIUM: 1,
-    models.VideoQuality.HIGH: 2,
-}
 
 
 def pub_peer(sid: str) -> str:
@@ -267,18 +261,20 @@ class EngineMediaPlane:
             except _core.MediaError:
                 log.debug("mute of unbound track %s ignored", m.track_sid)
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
-        if sid not in self._participants:
-            return
-        log.debug("%s: track settings %s", sid, settings)
-        quality = _QUALITY_BY_LAYER.get(settings.quality, 2)
-        if settings.width or settings.height:
-            quality = _quality_for_size(settings.height or settings.width)
-        for track_sid in settings.track_sids:
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
+        for choice in layers:
+            if choice.subscriber_sid not in self._participants:
+                continue
+            peer = sub_peer(choice.subscriber_sid)
             try:
-                self.engine.set_layer(subscriber=sub_peer(sid), track_id=track_sid, quality=quality)
+                self.engine.set_layer(
+                    subscriber=peer, track_id=choice.track_sid, quality=choice.layer
+                )
+                self.engine.set_disabled(
+                    subscriber=peer, track_id=choice.track_sid, disabled=choice.disabled
+                )
             except _core.MediaError:
-                log.debug("%s: layer choice for unknown track %s ignored", sid, track_sid)
+                log.debug("layer choice %s for an unbound track ignored", choice)
 
     def apply_bindings(self, bindings: list[Binding]) -> None:
         changed: set[str] = set()
@@ -453,12 +449,3 @@ class EngineMediaPlane:
             log.warning("%s: undecodable data packet dropped", pm.sid)
             return
         self.manager.apply(pm.room, pm.room.route_data(pm.sid, packet, reliable=reliable))
-
-
-def _quality_for_size(pixels: int) -> int:
-    """Layer for a requested dimension, as the reference server's rough thresholds."""
-    if pixels <= 240:
-        return 0
-    if pixels <= 480:
-        return 1
-    return 2

@@ -27,7 +27,8 @@ from livekit.protocol import models, rtc, webhook
 
 from ..errors import LocalProtocolError
 from . import ids
-from .effects import Binding, DataDelivery, Effects, Mute
+from .dynacast import quality_update, requested_layer, subscribed_layers
+from .effects import Binding, DataDelivery, Effects, LayerChoice, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
 from .quality import AUDIO_LOSS_WEIGHT, VIDEO_LOSS_WEIGHT, LinkSample, QualityScoring
 from .speakers import LevelSummary, Speakers
@@ -87,6 +88,8 @@ class Publication:
     live: bool = False
     announced_subscribed: bool = False
     """TrackSubscribed went to the publisher (once per publication)."""
+    dynacast: tuple[bool, bool, bool] | None = None
+    """Video: the qualities (LOW, MEDIUM, HIGH) its publisher was last told to send."""
 
     @property
     def sid(self) -> str:
@@ -356,6 +359,29 @@ class Room:
                 bind=action is SubscriptionAction.BIND,
             )
         )
+        if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled):
+            # Settings that came before the binding (or survived an unbind).
+            fx.layers.append(
+                LayerChoice(sub.subscriber_sid, sub.track_sid, sub.layer, sub.disabled)
+            )
+        if pub is not None:
+            self._dynacast(fx, pub)
+
+    def _dynacast(self, fx: Effects, pub: Publication) -> None:
+        """Tell a live video track's publisher which qualities anyone receives, when
+        that changed (dynacast: unused layers pause; all pause with nobody)."""
+        if not pub.live or pub.info.type != models.TrackType.VIDEO:
+            return
+        layers = subscribed_layers(
+            (s.layer, s.disabled)
+            for (_, track_sid), s in self.subscriptions.items()
+            if track_sid == pub.sid and s.bound
+        )
+        if layers == pub.dynacast or pub.publisher_sid not in self.participants:
+            return
+        pub.dynacast = layers
+        update = quality_update(pub.sid, pub.info.mime_type, layers)
+        fx.send(pub.publisher_sid, rtc.SignalResponse(subscribed_quality_update=update))
 
     def _subscription(self, subscriber: Participant, pub: Publication) -> Subscription:
         key = (subscriber.sid, pub.sid)
@@ -575,6 +601,7 @@ class Room:
                 sub = self._subscription(other, pub)
                 sub.available = True
                 self._reconcile(fx, sub)
+        self._dynacast(fx, pub)
         fx.events.append(self._event("track_published", participant=p.info(), track=pub.info))
         return pub, fx
 
@@ -767,6 +794,29 @@ class Room:
             sub = self._subscription(p, pub)
             sub.desired = subscribe
             self._reconcile(fx, sub)
+        return fx
+
+    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> Effects:
+        """A subscriber's settings for tracks it receives: the layer it wants (by
+        quality or rendered size) or that it disabled them. The media plane follows
+        for bound tracks; video publishers hear what is still wanted (dynacast)."""
+        fx = Effects()
+        if sid not in self.participants:
+            return fx
+        layer = requested_layer(settings)
+        for track_sid in dict.fromkeys(
+            itertools.islice(settings.track_sids, MAX_TRACKS_PER_REQUEST)
+        ):
+            sub = self.subscriptions.get((sid, track_sid))
+            pub = self.find_publication(track_sid)
+            if sub is None or pub is None:
+                continue
+            if (sub.layer, sub.disabled) == (layer, settings.disabled):
+                continue
+            sub.layer, sub.disabled = layer, settings.disabled
+            if sub.bound:
+                fx.layers.append(LayerChoice(sid, track_sid, layer, settings.disabled))
+            self._dynacast(fx, pub)
         return fx
 
     def state_update(self, sid: str) -> Effects:

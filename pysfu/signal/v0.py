@@ -90,7 +90,7 @@ def _subscription(
 def _track_setting(
     manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
 ) -> None:
-    manager.media.track_settings(s.sid, req.track_setting)
+    manager.apply(room, room.track_settings(s.sid, req.track_setting))
 
 
 def _update_audio_track(

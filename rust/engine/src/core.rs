@@ -700,6 +700,31 @@ impl<S: Sink> Core<S> {
         Ok(())
     }
 
+    /// Stop (or resume) forwarding a track to one subscriber without renegotiating:
+    /// a client that hides a video disables it. Resuming waits for a keyframe.
+    pub fn set_disabled(&mut self, subscriber: &str, track_id: &str, disabled: bool, now: Instant) -> Result<()> {
+        let sub = self.key_of(subscriber)?;
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) else {
+            return Err(EngineError::UnknownTrack(track_id.to_string()));
+        };
+        if d.disabled == disabled {
+            return Ok(());
+        }
+        d.disabled = disabled;
+        d.pause();
+        let quality = d.quality;
+        let rid = track.select_rid(quality, now);
+        if let (false, Some(rid)) = (disabled, rid) {
+            self.request_keyframe_for(tk, rid, now);
+        }
+        Ok(())
+    }
+
     /// Send a message on the peer's `_reliable` or `_lossy` channel.
     pub fn send_data(&mut self, peer_id: &str, reliable: bool, payload: &[u8], now: Instant) -> Result<()> {
         let peer = self.peer_mut(peer_id)?;
@@ -1162,7 +1187,7 @@ impl<S: Sink> Core<S> {
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
         for d in track.downs.iter_mut() {
             let wanted = wanted_by_quality[usize::from(d.quality.min(2))];
-            if !d.active || d.mid.is_none() {
+            if !d.active || d.disabled || d.mid.is_none() {
                 continue;
             }
             let on_current = d.rewriter.started() && d.current_ssrc == Some(ssrc);

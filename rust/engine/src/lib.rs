@@ -293,6 +293,12 @@ impl Engine {
         self.call(move |c, now| c.set_layer(&s, &t, quality, now))
     }
 
+    /// Disable or enable one subscriber's forwarding of a track.
+    pub fn set_disabled(&self, subscriber: &str, track_id: &str, disabled: bool) -> Result<()> {
+        let (s, t) = (subscriber.to_string(), track_id.to_string());
+        self.call(move |c, now| c.set_disabled(&s, &t, disabled, now))
+    }
+
     /// Send on a data channel.
     pub fn send_data(&self, peer_id: &str, reliable: bool, payload: Vec<u8>) -> Result<()> {
         let id = peer_id.to_string();

@@ -80,6 +80,9 @@ pub struct DownTrack {
     pub tx_ssrc: Option<Ssrc>,
     /// Requested quality 0..=2.
     pub quality: u8,
+    /// The subscriber disabled the track (UpdateTrackSettings.disabled: adaptive
+    /// stream hides video nobody looks at): nothing is sent, the m-line stays.
+    pub disabled: bool,
     /// Layer currently forwarded (only meaningful when `rewriter.started()`).
     pub current_rid: Option<Rid>,
     pub current_ssrc: Option<Ssrc>,
@@ -101,6 +104,7 @@ impl DownTrack {
             generation: 0,
             tx_ssrc: None,
             quality: 2,
+            disabled: false,
             current_rid: None,
             current_ssrc: None,
             rewriter: Rewriter::new(clock, seed),

@@ -313,6 +313,12 @@ impl MediaEngine {
             .map_err(to_py)
     }
 
+    #[pyo3(signature = (*, subscriber, track_id, disabled))]
+    fn set_disabled(&self, py: Python<'_>, subscriber: &str, track_id: &str, disabled: bool) -> PyResult<()> {
+        py.allow_threads(|| self.engine.set_disabled(subscriber, track_id, disabled))
+            .map_err(to_py)
+    }
+
     #[pyo3(signature = (peer_id, *, reliable, payload))]
     fn send_data(&self, py: Python<'_>, peer_id: &str, reliable: bool, payload: Vec<u8>) -> PyResult<()> {
         py.allow_threads(|| self.engine.send_data(peer_id, reliable, payload))
