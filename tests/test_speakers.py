@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from livekit.protocol import models, rtc
+
+from pysfu.rtc.room import Room
 from pysfu.rtc.speakers import ACTIVE_THRESHOLD, LevelMeter, LevelSummary, Speakers
 
 LOUD = LevelSummary(observed_ms=400, active_ms=400, loudest=6)
@@ -68,3 +71,27 @@ def test_loudest_first_and_muted_tracks_left_out() -> None:
         "PA_a",
     ]
     assert [x.sid for x in s.current({"PA_a": ["TR_a"], "PA_b": []}, 0.4)] == ["PA_a"]
+
+
+def test_a_new_subscriber_of_a_speaker_hears_of_it_at_once() -> None:
+    room = Room(name="r", created_at=0.0)
+    alice, _ = room.join(identity="alice", now=0.0)
+    room.add_track(
+        alice.sid,
+        rtc.AddTrackRequest(
+            cid="mic", type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE
+        ),
+    )
+    pub, _ = room.track_live(alice.sid, cid="mic", mid="0")
+    assert pub is not None
+    fx = room.audio_levels([(pub.sid, 400, 400, 6)], now=0.4)
+    ((sid, msg),) = fx.messages
+    assert sid == alice.sid and msg.speakers_changed.speakers[0].sid == alice.sid
+    bob, fx = room.join(identity="bob", now=0.5)
+    to_bob = [
+        m.speakers_changed
+        for s, m in fx.messages
+        if s == bob.sid and m.HasField("speakers_changed")
+    ]
+    assert [[x.sid for x in c.speakers] for c in to_bob] == [[alice.sid]]
+    assert to_bob[0].speakers[0].active

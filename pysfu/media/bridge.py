@@ -401,7 +401,9 @@ class EngineMediaPlane:
                 by_room[room.name] = (room, [])
         now = self.manager.now()
         for room, room_levels in by_room.values():
-            self.manager.apply(room, room.audio_levels(room_levels, now))
+            fx = room.audio_levels(room_levels, now)
+            if fx.messages:
+                self.manager.apply(room, fx)
 
     def _link_stats(self, links: list[tuple[str, float | None, float, float | None]]) -> None:
         """Link reports to their participants' rooms; every room's scoring ticks
@@ -415,7 +417,9 @@ class EngineMediaPlane:
                 by_room.setdefault(pm.room.name, []).append((sid, is_sub, sample))
         now = self.manager.now()
         for room in self.manager.rooms:
-            self.manager.apply(room, room.link_stats(by_room.get(room.name, []), now))
+            fx = room.link_stats(by_room.get(room.name, []), now)
+            if fx.messages:
+                self.manager.apply(room, fx)
 
     def _track_arrived(self, pm: _ParticipantMedia, event: _core.TrackArrived) -> None:
         room, sid = pm.room, pm.sid

@@ -121,6 +121,10 @@ class QualityScoring:
             del self.scorers[key]
         self.sent.pop(participant_sid, None)
 
+    def window_due(self, now: float) -> bool:
+        """Whether :meth:`tick` at ``now`` closes a window (or starts the first)."""
+        return self.due is None or now >= self.due
+
     def tick(
         self,
         now: float,

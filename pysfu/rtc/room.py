@@ -359,6 +359,15 @@ class Room:
                 bind=action is SubscriptionAction.BIND,
             )
         )
+        level = self.speakers.announced.get(publisher_sid)
+        if action is SubscriptionAction.BIND and level is not None:
+            # A new subscriber of someone speaking hears of it now (as the reference),
+            # not at the speaker's next level change.
+            speaker = models.SpeakerInfo(sid=publisher_sid, level=level, active=True)
+            fx.send(
+                sub.subscriber_sid,
+                rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=[speaker])),
+            )
         if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled):
             # Settings that came before the binding (or survived an unbind).
             fx.layers.append(
@@ -946,15 +955,18 @@ class Room:
 
     # ---- media observations ------------------------------------------------------
 
-    def _subscribed_publishers(self, sid: str) -> set[str]:
-        """Publisher sids of the tracks ``sid`` receives (bound subscriptions)."""
-        publishers: set[str] = set()
+    def _received(self) -> dict[str, list[Publication]]:
+        """Per subscriber sid, the publications it receives (bound subscriptions), in
+        one pass over the subscriptions."""
+        tracks = {
+            pub.sid: pub for p in self.participants.values() for pub in p.publications.values()
+        }
+        received: dict[str, list[Publication]] = {}
         for (sub_sid, track_sid), sub in self.subscriptions.items():
-            if sub_sid == sid and sub.bound:
-                pub = self.find_publication(track_sid)
-                if pub is not None:
-                    publishers.add(pub.publisher_sid)
-        return publishers
+            pub = tracks.get(track_sid)
+            if sub.bound and pub is not None:
+                received.setdefault(sub_sid, []).append(pub)
+        return received
 
     def audio_levels(self, levels: Iterable[tuple[str, int, int, int]], now: float) -> Effects:
         """The engine's level summaries (track sid, observed ms, active ms, loudest)
@@ -980,8 +992,9 @@ class Room:
         changes = self.speakers.changes(microphones, now)
         if not changes:
             return fx
+        received = self._received()
         for p in self.participants.values():
-            scope = self._subscribed_publishers(p.sid) | {p.sid}
+            scope = {pub.publisher_sid for pub in received.get(p.sid, ())} | {p.sid}
             mine = [s for s in changes if s.sid in scope]
             if mine:
                 fx.send(
@@ -989,20 +1002,6 @@ class Room:
                     rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=mine)),
                 )
         return fx
-
-    def _loss_weight(self, sid: str) -> float:
-        """The reference weighs loss by codec: video if the participant sends or
-        receives any, else Opus."""
-        p = self.participants[sid]
-        kinds = [pub.info.type for pub in p.publications.values() if pub.live]
-        for (sub_sid, track_sid), sub in self.subscriptions.items():
-            if sub_sid == sid and sub.bound:
-                pub = self.find_publication(track_sid)
-                if pub is not None:
-                    kinds.append(pub.info.type)
-        if models.TrackType.VIDEO in kinds:
-            return VIDEO_LOSS_WEIGHT
-        return AUDIO_LOSS_WEIGHT
 
     def link_stats(self, samples: Iterable[tuple[str, bool, LinkSample]], now: float) -> Effects:
         """The engine's link reports (participant sid, of its subscriber peer, sample)
@@ -1015,18 +1014,29 @@ class Room:
                 self.quality.observe(sid, subscriber, sample)
         for sid in {k[0] for k in self.quality.scorers} - self.participants.keys():
             self.quality.forget(sid)
+        if not self.quality.window_due(now):
+            return fx
         active = [
             p.sid
             for p in self.participants.values()
             if p.state is ParticipantState.ACTIVE and not p.hidden
         ]
-        weights = {sid: self._loss_weight(sid) for sid in active}
+        received = self._received()
+        weights = {}
+        for sid in active:
+            # The reference weighs loss by codec: video if the participant sends or
+            # receives any, else Opus.
+            pubs = [x for x in self.participants[sid].publications.values() if x.live]
+            pubs += received.get(sid, [])
+            video = any(x.info.type == models.TrackType.VIDEO for x in pubs)
+            weights[sid] = VIDEO_LOSS_WEIGHT if video else AUDIO_LOSS_WEIGHT
         infos = self.quality.tick(now, active, weights)
         if not infos:
             return fx
         for sid in active:
+            publishers = dict.fromkeys(pub.publisher_sid for pub in received.get(sid, ()))
             updates = [infos[sid]]
-            updates += [infos[o] for o in self._subscribed_publishers(sid) if o in infos]
+            updates += [infos[o] for o in publishers if o in infos and o != sid]
             fx.send(
                 sid,
                 rtc.SignalResponse(connection_quality=rtc.ConnectionQualityUpdate(updates=updates)),
