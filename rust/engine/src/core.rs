@@ -22,6 +22,7 @@ use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
+use crate::router::forwarder::{Decision, Packet};
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
 use crate::{Counters, PeerKey};
@@ -998,8 +999,7 @@ impl<S: Sink> Core<S> {
                         .tracks
                         .get(&tk)
                         .and_then(|t| t.downs.iter().find(|d| d.sub == key))
-                        .filter(|d| d.rewriter.started())
-                        .map(|d| d.current_rid);
+                        .and_then(|d| d.fwd.current());
                     if let Some(rid) = rid {
                         self.request_keyframe_for(tk, rid, now);
                     }
@@ -1182,6 +1182,14 @@ impl<S: Sink> Core<S> {
             ..Default::default()
         };
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
+        let packet = Packet {
+            ssrc,
+            rid,
+            seq: in_seq,
+            ts: in_ts,
+            needs_keyframe: video && codec.needs_keyframe(),
+            keyframe,
+        };
 
         // Layer choice depends only on the requested quality: three answers per packet.
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
@@ -1190,31 +1198,23 @@ impl<S: Sink> Core<S> {
             if !d.active || d.disabled || d.mid.is_none() {
                 continue;
             }
-            let on_current = d.rewriter.started() && d.current_ssrc == Some(ssrc);
-            if !on_current {
-                if wanted != Some(rid) {
-                    continue;
-                }
-                // Start, resume or switch layer: only where a decoder can start.
-                if video && codec.needs_keyframe() && !keyframe {
+            let desc = vp8.as_ref().map(|desc| (desc, &pkt.payload[..]));
+            let (out_seq, out_ts) = match d.fwd.decide(&packet, wanted, desc, now) {
+                Decision::Drop => continue,
+                Decision::WaitKeyframe(rid) => {
                     want_keyframe.push(rid);
                     continue;
                 }
-                d.rewriter.switch(in_seq, in_ts, now);
-                if let Some(desc) = &vp8 {
-                    d.vp8.switch(desc, &pkt.payload);
+                Decision::Stale => {
+                    counters.rtp_dropped += 1;
+                    continue;
                 }
-                d.current_rid = rid;
-                d.current_ssrc = Some(ssrc);
-            } else if wanted.is_some() && wanted != Some(rid) {
-                // Keep sending this layer until the wanted one has a keyframe.
-                if let Some(w) = wanted {
-                    want_keyframe.push(w);
+                Decision::Forward { seq, ts, switch_to, .. } => {
+                    // A pending switch: this layer goes on until the wanted one
+                    // has a keyframe.
+                    want_keyframe.extend(switch_to);
+                    (seq, ts)
                 }
-            }
-            let Some((out_seq, out_ts)) = d.rewriter.map(in_seq, in_ts, now) else {
-                counters.rtp_dropped += 1;
-                continue;
             };
             let Some(sub) = peers.get_mut(&d.sub) else { continue };
             if sub.closed {
@@ -1249,7 +1249,7 @@ impl<S: Sink> Core<S> {
                 .marker(pkt.header.marker)
                 .ext_vals(ext.clone())
                 .nackable(video);
-            if let Some(patch) = vp8.as_ref().and_then(|desc| d.vp8.map(desc, &pkt.payload)) {
+            if let Some(patch) = vp8.as_ref().and_then(|desc| d.fwd.vp8_patch(desc, &pkt.payload)) {
                 write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);

@@ -8,10 +8,11 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
 pub mod audio;
+pub mod forwarder;
 
 use self::audio::LevelMeter;
+use self::forwarder::Forwarder;
 use crate::keyframe::CodecKind;
-use crate::rewrite::{Rewriter, Vp8Rewriter};
 use crate::PeerKey;
 
 /// Index of a published track.
@@ -83,11 +84,8 @@ pub struct DownTrack {
     /// The subscriber disabled the track (UpdateTrackSettings.disabled: adaptive
     /// stream hides video nobody looks at): nothing is sent, the m-line stays.
     pub disabled: bool,
-    /// Layer currently forwarded (only meaningful when `rewriter.started()`).
-    pub current_rid: Option<Rid>,
-    pub current_ssrc: Option<Ssrc>,
-    pub rewriter: Rewriter,
-    pub vp8: Vp8Rewriter,
+    /// Forwarding state and output numbering (see `forwarder`).
+    pub fwd: Forwarder,
     /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated there).
     pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -105,10 +103,7 @@ impl DownTrack {
             tx_ssrc: None,
             quality: 2,
             disabled: false,
-            current_rid: None,
-            current_ssrc: None,
-            rewriter: Rewriter::new(clock, seed),
-            vp8: Vp8Rewriter::default(),
+            fwd: Forwarder::new(clock, seed),
             pt_map: Vec::new(),
         }
     }
@@ -126,8 +121,7 @@ impl DownTrack {
 
     /// Stop forwarding until the next switch point (keyframe for video).
     pub fn pause(&mut self) {
-        self.rewriter.stop();
-        self.current_ssrc = None;
+        self.fwd.stop();
     }
 }
 
