@@ -69,6 +69,45 @@ class Netns:
                 "drop",
             )
 
+    def limit(self, rate: str) -> None:
+        """Limit what reaches the namespace to ``rate`` (``400kbit``) with a short
+        queue, as a constrained downlink; an empty rate lifts the limit."""
+        dev = self.host_dev
+        subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=10)
+        if not rate:
+            return
+        _run("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
+        _run(
+            "tc",
+            "class",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "classid",
+            "1:10",
+            "htb",
+            "rate",
+            rate,
+            "ceil",
+            rate,
+        )
+        _run(
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:10",
+            "handle",
+            "10:",
+            "pfifo",
+            "limit",
+            "30",
+        )
+
     def shape(self, spec: str) -> None:
         """Apply a ``tc`` root qdisc (``htb ...``) to both directions of the link; an
         empty spec removes shaping."""

@@ -150,10 +150,13 @@ async def simulate_signal_reconnect(room: rtc.Room, watcher: Watcher, timeout: f
 
 class ToneSource:
     """A microphone track playing a sine tone, fed in real time. ``amplitude`` (0..1
-    of full scale; 0 is a silent microphone) may be changed while it plays."""
+    of full scale; 0 is a silent microphone) may be changed while it plays; it is
+    heard after at most ``queue_ms`` (the SDK's capture queue)."""
 
-    def __init__(self, freq: float = TONE_HZ, *, amplitude: float = 0.5) -> None:
-        self.source = rtc.AudioSource(SAMPLE_RATE, 1)
+    def __init__(
+        self, freq: float = TONE_HZ, *, amplitude: float = 0.5, queue_ms: int = 1000
+    ) -> None:
+        self.source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=queue_ms)
         self.track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
         self.freq = freq
         self.amplitude = amplitude

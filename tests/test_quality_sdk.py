@@ -37,7 +37,8 @@ async def _speakers_become(watcher: Watcher, identities: list[str], timeout: flo
 
 
 async def test_the_loud_publisher_is_the_active_speaker(server: RunningServer) -> None:
-    loud, silent = ToneSource(), ToneSource(amplitude=0.0)
+    # A short capture queue: silence reaches the server when the test says it starts.
+    loud, silent = ToneSource(queue_ms=100), ToneSource(amplitude=0.0, queue_ms=100)
     async with (
         connected(server, "listener") as (_, listener_w),
         connected(server, "loud") as (loud_room, loud_w),
@@ -127,4 +128,40 @@ async def test_connection_quality_is_poor_under_ten_percent_loss() -> None:
                         timeout=30,
                     )
         finally:
+            stop_server(running)
+
+
+async def test_a_constrained_subscriber_steps_down_and_back_up() -> None:
+    """A subscriber behind a 400 kbit/s downlink (tc in a namespace the test makes)
+    receiving a three-layer camera is moved to a lower layer by its bandwidth
+    estimate, keeps receiving, and returns to the top layer when the limit is lifted."""
+    camera = CameraSource(1280, 720, fps=15)
+    with netns() as ns:
+        running = start_server(make_config(bind_addresses=(ns.host_ip,), node_ip=ns.host_ip))
+        try:
+            async with connected(running, "pub") as (pub_room, _):
+                await camera.publish(pub_room)
+                token = running.token_for("narrow", "room1")
+                async with python_client(
+                    running.url, token, "narrow", watch_video=True, wrap=ns.exec_argv
+                ) as narrow:
+                    await narrow.wait_event("video", lambda e: e["width"] == 1280, timeout=40)
+                    ns.limit("400kbit")
+                    limited = len(narrow.events)
+                    await narrow.wait_event("video", lambda e: e["width"] < 1280, timeout=10)
+                    # After stepping down: video keeps coming every second.
+                    start = len(narrow.events)
+                    await asyncio.sleep(6)
+                    after = [e for e in narrow.events[start:] if e["event"] == "video"]
+                    assert len(after) >= 4, narrow.events[limited:]
+                    assert all(e["width"] < 1280 for e in after[1:]), after
+                    ns.limit("")
+                    lifted = len(narrow.events)
+                    await narrow.wait_event(
+                        "video",
+                        lambda e: e["width"] == 1280 and narrow.events.index(e) >= lifted,
+                        timeout=40,
+                    )
+        finally:
+            await camera.aclose()
             stop_server(running)

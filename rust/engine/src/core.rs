@@ -13,6 +13,7 @@ use str0m::crypto::dtls::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
 use crate::demux::{Demux, Drop, Route};
@@ -21,6 +22,7 @@ use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
+use crate::router::allocator::allocate;
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::forwarder::{Decision, Packet};
 use crate::router::{DownTrack, Router, Track, TrackKey};
@@ -48,6 +50,10 @@ impl OfferPlan {
         self.directions.is_empty() && self.to_add.is_empty()
     }
 }
+
+/// A subscriber's bandwidth estimate starts here (str0m then follows TWCC
+/// feedback): high enough that a local link never starts capped.
+pub const INITIAL_BWE: Bitrate = Bitrate::kbps(2_500);
 
 /// Drop summaries are logged at most this often: the port is public, and a log
 /// line per junk datagram would cost more than the datagram.
@@ -100,6 +106,8 @@ pub struct Core<S: Sink> {
     levels_reported: bool,
     /// Next `LinkStats` event.
     links_due: Option<Instant>,
+    /// When layer bitrates were last measured.
+    measured_at: Option<Instant>,
 }
 
 impl<S: Sink> Core<S> {
@@ -135,6 +143,7 @@ impl<S: Sink> Core<S> {
             levels_due: None,
             levels_reported: false,
             links_due: None,
+            measured_at: None,
         }
     }
 
@@ -260,7 +269,12 @@ impl<S: Sink> Core<S> {
         if self.names.contains_key(peer_id) {
             return Err(EngineError::PeerExists(peer_id.to_string()));
         }
-        let mut rtc = self.rtc_config().build(now);
+        let mut cfg = self.rtc_config();
+        if role == Role::Subscriber {
+            // Per-subscriber bandwidth estimation feeds the layer allocator.
+            cfg = cfg.enable_bwe(Some(INITIAL_BWE));
+        }
+        let mut rtc = cfg.build(now);
         let candidate = Candidate::host(self.local_addr, "udp")
             .map_err(|e| EngineError::Io(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -584,7 +598,7 @@ impl<S: Sink> Core<S> {
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
-            track.saw_layer(rid, ssrc, now);
+            track.saw_layer(rid, ssrc, 0, now);
         }
         self.router.publish(track);
         Ok(())
@@ -873,6 +887,7 @@ impl<S: Sink> Core<S> {
         }
         if self.links_due.is_none_or(|t| t <= now) {
             self.links_due = Some(now + LINK_STATS_INTERVAL);
+            self.allocate(now);
             let links: Vec<_> = self
                 .peers
                 .values_mut()
@@ -882,6 +897,44 @@ impl<S: Sink> Core<S> {
             if !links.is_empty() {
                 self.events.push(MediaEvent::LinkStats { links });
             }
+        }
+    }
+
+    /// Measure layer bitrates and choose, per subscriber with a bandwidth estimate,
+    /// the layer cap of each of its video down tracks (`router::allocator`); tell
+    /// str0m what the subscriber would take, so that it probes towards it.
+    fn allocate(&mut self, now: Instant) {
+        let elapsed = self.measured_at.map_or(LINK_STATS_INTERVAL, |t| now.saturating_duration_since(t));
+        self.measured_at = Some(now);
+        for t in self.router.tracks.values_mut() {
+            t.measure(elapsed);
+        }
+        let Core { peers, router, .. } = self;
+        for peer in peers.values_mut().filter(|p| p.role == Role::Subscriber && !p.closed) {
+            let Some(estimate) = peer.bwe_bps else { continue };
+            let key = peer.key;
+            let mut downs = Vec::new();
+            let mut demands = Vec::new();
+            for (tk, t) in router.tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video && !t.muted) {
+                for (i, d) in t.downs.iter().enumerate() {
+                    if d.sub == key && d.active && !d.disabled {
+                        downs.push((*tk, i));
+                        demands.push(t.demand(d.quality, now));
+                    }
+                }
+            }
+            if demands.is_empty() {
+                continue;
+            }
+            let caps = allocate(estimate, &demands);
+            for ((tk, i), cap) in downs.into_iter().zip(caps) {
+                if let Some(d) = router.tracks.get_mut(&tk).and_then(|t| t.downs.get_mut(i)) {
+                    d.cap = cap;
+                }
+            }
+            let wanted: u64 = demands.iter().map(|d| d.wanted_bps()).sum();
+            let desired = Bitrate::bps((wanted as f64 / crate::router::allocator::VIDEO_SHARE) as u64);
+            peer.rtc.bwe().set_bitrate(Bitrate::ZERO, desired);
         }
     }
 
@@ -1003,6 +1056,11 @@ impl<S: Sink> Core<S> {
                     if let Some(rid) = rid {
                         self.request_keyframe_for(tk, rid, now);
                     }
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.bwe_bps = can_probe.then(|| estimate.as_u64());
                 }
             }
             // Egress: what subscribers asked of us; ingress: what we asked publishers.
@@ -1158,7 +1216,7 @@ impl<S: Sink> Core<S> {
 
         let Core { router, peers, counters, dirty, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
-        track.saw_layer(rid, ssrc, now);
+        track.saw_layer(rid, ssrc, pkt.payload.len(), now);
         if let Some(meter) = track.level.as_mut() {
             meter.observe(pkt.header.ext_vals.audio_level, pkt.header.timestamp);
         }
@@ -1194,7 +1252,7 @@ impl<S: Sink> Core<S> {
         // Layer choice depends only on the requested quality: three answers per packet.
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
         for d in track.downs.iter_mut() {
-            let wanted = wanted_by_quality[usize::from(d.quality.min(2))];
+            let wanted = wanted_by_quality[usize::from(d.quality.min(d.cap).min(2))];
             if !d.active || d.disabled || d.mid.is_none() {
                 continue;
             }

@@ -78,6 +78,8 @@ pub struct Peer {
     pub orphan_mids: Vec<Mid>,
     /// Stream stats since the last `LinkStats` event.
     pub link: LinkAcc,
+    /// Subscriber: str0m's egress bandwidth estimate (TWCC), bit/s, while it can probe.
+    pub bwe_bps: Option<u64>,
 }
 
 impl Peer {
@@ -111,6 +113,7 @@ impl Peer {
             rx_ssrc: HashMap::new(),
             orphan_mids: Vec::new(),
             link: LinkAcc::default(),
+            bwe_bps: None,
         }
     }
 
