@@ -127,6 +127,7 @@ class MediaEngine:
         udp_port: int = 7882,
         advertise_ip: str | None = None,
         ice_disconnected_grace: float = 10.0,
+        bandwidth_estimation: bool = False,
     ) -> MediaEngine:
         """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
         ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
@@ -134,6 +135,9 @@ class MediaEngine:
         a peer's ICE may stay disconnected before the peer is closed (``PeerClosed``
         with reason ``"ice disconnected"``); a control plane that keeps a frozen
         client's session through a resume window passes at least that window.
+        ``bandwidth_estimation``: subscriber peers estimate their bandwidth (TWCC)
+        and each one's simulcast layers are capped to fit it, stepping down on
+        congestion and probing back up (str0m then paces their media; off by default).
         Raises MediaError if binding fails, ValueError for a negative or non-finite
         grace."""
     @property

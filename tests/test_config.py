@@ -390,3 +390,11 @@ def test_redis_and_node_selector_sections() -> None:
 def test_bad_cluster_config(body: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         _load(body, dev=True)
+
+
+def test_congestion_control_is_off_unless_asked_for() -> None:
+    assert _load("{}", dev=True)[0].congestion_control is False
+    config, warnings = _load("rtc: {congestion_control: true}", dev=True)
+    assert config.congestion_control is True and not warnings
+    with pytest.raises(ConfigError, match=r"rtc\.congestion_control"):
+        _load("rtc: {congestion_control: maybe}", dev=True)

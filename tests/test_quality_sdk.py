@@ -137,7 +137,10 @@ async def test_a_constrained_subscriber_steps_down_and_back_up() -> None:
     estimate, keeps receiving, and returns to the top layer when the limit is lifted."""
     camera = CameraSource(1280, 720, fps=15)
     with netns() as ns:
-        running = start_server(make_config(bind_addresses=(ns.host_ip,), node_ip=ns.host_ip))
+        config = make_config(
+            bind_addresses=(ns.host_ip,), node_ip=ns.host_ip, congestion_control=True
+        )
+        running = start_server(config)
         try:
             async with connected(running, "pub") as (pub_room, _):
                 await camera.publish(pub_room)

@@ -108,6 +108,8 @@ pub struct Core<S: Sink> {
     links_due: Option<Instant>,
     /// When layer bitrates were last measured.
     measured_at: Option<Instant>,
+    /// Subscriber peers get bandwidth estimation (see `set_bandwidth_estimation`).
+    bwe: bool,
 }
 
 impl<S: Sink> Core<S> {
@@ -144,6 +146,7 @@ impl<S: Sink> Core<S> {
             levels_reported: false,
             links_due: None,
             measured_at: None,
+            bwe: false,
         }
     }
 
@@ -152,6 +155,12 @@ impl<S: Sink> Core<S> {
     /// a resume window sets this to at least that window.
     pub fn set_ice_disconnected_grace(&mut self, grace: Duration) {
         self.ice_grace = grace;
+    }
+
+    /// Whether subscriber peers added from now on estimate their bandwidth (TWCC)
+    /// and have their video layers chosen within it (`allocate`).
+    pub fn set_bandwidth_estimation(&mut self, on: bool) {
+        self.bwe = on;
     }
 
     /// Where datagrams go.
@@ -270,7 +279,7 @@ impl<S: Sink> Core<S> {
             return Err(EngineError::PeerExists(peer_id.to_string()));
         }
         let mut cfg = self.rtc_config();
-        if role == Role::Subscriber {
+        if role == Role::Subscriber && self.bwe {
             // Per-subscriber bandwidth estimation feeds the layer allocator.
             cfg = cfg.enable_bwe(Some(INITIAL_BWE));
         }

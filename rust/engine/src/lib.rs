@@ -106,12 +106,22 @@ pub struct EngineConfig {
     /// How long a peer's ICE may stay Disconnected before the peer is closed
     /// (`core::ICE_DISCONNECTED_GRACE` by default).
     pub ice_disconnected_grace: Duration,
+    /// Per-subscriber bandwidth estimation (TWCC) and bandwidth-driven layer
+    /// choice. Off by default: str0m then paces every subscriber's media to its
+    /// estimate, which costs CPU per packet (docs/performance.md).
+    pub bandwidth_estimation: bool,
 }
 
 impl EngineConfig {
     /// `bind_ip` with an ephemeral port, no advertised address and the default grace.
     pub fn new(bind_ip: IpAddr) -> Self {
-        Self { bind_ip, udp_port: 0, advertise_ip: None, ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE }
+        Self {
+            bind_ip,
+            udp_port: 0,
+            advertise_ip: None,
+            ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE,
+            bandwidth_estimation: false,
+        }
     }
 }
 
@@ -157,6 +167,7 @@ impl Engine {
         let sink = runloop::UdpSink::new(socket);
         let mut core = Core::new(sink, local_addr);
         core.set_ice_disconnected_grace(config.ice_disconnected_grace);
+        core.set_bandwidth_estimation(config.bandwidth_estimation);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
         let thread = std::thread::Builder::new()

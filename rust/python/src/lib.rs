@@ -202,13 +202,14 @@ struct MediaEngine {
 #[pymethods]
 impl MediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0))]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, bandwidth_estimation = false))]
     fn new(
         py: Python<'_>,
         bind_ip: &str,
         udp_port: u16,
         advertise_ip: Option<&str>,
         ice_disconnected_grace: f64,
+        bandwidth_estimation: bool,
     ) -> PyResult<Self> {
         let ice_disconnected_grace = Duration::try_from_secs_f64(ice_disconnected_grace).map_err(|_| {
             PyValueError::new_err(format!("bad ice_disconnected_grace {ice_disconnected_grace:?} (seconds, >= 0)"))
@@ -219,7 +220,7 @@ impl MediaEngine {
         let advertise_ip = advertise_ip
             .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ip {a:?}"))))
             .transpose()?;
-        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace };
+        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace, bandwidth_estimation };
         let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
         Ok(Self { engine })
     }
