@@ -21,8 +21,14 @@
 //!
 //! # Out of scope (for now)
 //! TURN/TCP, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
-//! layer switches (VP8's is done), RED, bandwidth-driven layer selection (dynacast),
-//! multi-threaded sharding.
+//! layer switches (VP8's is done), RED, pausing down tracks that do not fit the
+//! bandwidth estimate, multi-threaded sharding.
+//!
+//! # Quality
+//! `router::forwarder` decides per packet and down track; `router::allocator` caps
+//! each subscriber's layers within its TWCC estimate (when
+//! `EngineConfig::bandwidth_estimation`); `router::audio` and `link_stats` summarise
+//! levels and links for the control plane (`AudioLevels`, `LinkStats` events).
 pub mod batch;
 pub mod core;
 pub mod demux;
