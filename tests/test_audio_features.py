@@ -173,3 +173,16 @@ def test_opus_configuration_touches_only_opus_fmtp_lines(
             assert ("usedtx=1" in params) is dtx
             assert ("stereo=1" in params) is stereo
     assert configure_opus(out, {"0": (dtx, stereo), "1": (dtx, stereo)}) == out
+
+
+def test_unknown_and_repeated_features_are_dropped() -> None:
+    room = Room(name="r", created_at=0.0)
+    alice, _ = room.join(identity="alice", now=0.0)
+    features = [Feature.TF_NO_DTX, 99_999, Feature.TF_NO_DTX, *range(1000, 1000 + 10_000)]
+    add = rtc.AddTrackRequest(cid="mic", type=models.TrackType.AUDIO, audio_features=features)
+    room.add_track(alice.sid, add)
+    (pub,) = room.participants[alice.sid].publications.values()
+    assert list(pub.info.audio_features) == [Feature.TF_NO_DTX]
+    update = rtc.UpdateLocalAudioTrack(track_sid=pub.sid, features=[7_777, Feature.TF_STEREO])
+    room.update_audio_track(alice.sid, update)
+    assert list(pub.info.audio_features) == [Feature.TF_STEREO]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from livekit.protocol import models, rtc, webhook
@@ -679,7 +679,7 @@ class Room:
                 ),
             )
             return fx
-        features = list(dict.fromkeys(req.features))
+        features = _known_features(req.features)
         stereo = models.AudioTrackFeature.TF_STEREO in features
         no_dtx = models.AudioTrackFeature.TF_NO_DTX in features
         info = pub.info
@@ -1051,10 +1051,21 @@ class Room:
         return self._event("room_started")
 
 
+_KNOWN_FEATURES = {
+    int(v): cast("models.AudioTrackFeature", v) for v in models.AudioTrackFeature.values()
+}
+
+
+def _known_features(features: Iterable[int]) -> list[models.AudioTrackFeature]:
+    """Each known feature once, in order: a client's list of a million unknown values
+    must not become every subscriber's TrackInfo."""
+    return [_KNOWN_FEATURES[f] for f in dict.fromkeys(features) if f in _KNOWN_FEATURES]
+
+
 def _audio_features(req: rtc.AddTrackRequest) -> list[models.AudioTrackFeature]:
     """The request's audio features, with its older ``stereo`` and ``disable_dtx``
     flags folded in (as the reference), each once."""
-    features = list(dict.fromkeys(req.audio_features))
+    features = _known_features(req.audio_features)
     if req.stereo and models.AudioTrackFeature.TF_STEREO not in features:
         features.append(models.AudioTrackFeature.TF_STEREO)
     if req.disable_dtx and models.AudioTrackFeature.TF_NO_DTX not in features:
