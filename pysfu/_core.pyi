@@ -8,7 +8,9 @@ unknown peer or track ids are errors, never crashes.
 from typing import Literal, TypeAlias, final
 
 __all__ = [
+    "AudioLevels",
     "DataReceived",
+    "LinkStats",
     "LoadGenerator",
     "MediaEngine",
     "MediaError",
@@ -85,7 +87,34 @@ class DataReceived:
     @property
     def kind(self) -> Literal["data_received"]: ...
 
-_MediaEvent: TypeAlias = PeerConnected | PeerClosed | TrackArrived | DataReceived
+@final
+class AudioLevels:
+    """Every 400 ms while audio tracks exist (and once after the last one went):
+    each audio track's RFC 6464 levels since the last such event, summarised in
+    the engine (packets never cross the door)."""
+
+    @property
+    def levels(self) -> list[tuple[str, int, int, int]]:
+        """(track id, observed ms, ms at speech level or louder, loudest level
+        0..127 with 0 loudest, 127 when none was at speech level)."""
+    @property
+    def kind(self) -> Literal["audio_levels"]: ...
+
+@final
+class LinkStats:
+    """Every second: each peer's link (from str0m's stream stats) since the last
+    such event."""
+
+    @property
+    def links(self) -> list[tuple[str, float | None, float, float | None]]:
+        """(peer id, fraction lost 0..1 or None without a receiver report, jitter
+        ms, round-trip time ms or None)."""
+    @property
+    def kind(self) -> Literal["link_stats"]: ...
+
+_MediaEvent: TypeAlias = (
+    PeerConnected | PeerClosed | TrackArrived | DataReceived | AudioLevels | LinkStats
+)
 
 @final
 class MediaEngine:
@@ -102,6 +131,7 @@ class MediaEngine:
         udp_port: int = 7882,
         advertise_ip: str | None = None,
         ice_disconnected_grace: float = 10.0,
+        bandwidth_estimation: bool = False,
         advertise_ips: list[str] = ...,
         tcp_port: int | None = None,
     ) -> MediaEngine:
@@ -111,6 +141,9 @@ class MediaEngine:
         a peer's ICE may stay disconnected before the peer is closed (``PeerClosed``
         with reason ``"ice disconnected"``); a control plane that keeps a frozen
         client's session through a resume window passes at least that window.
+        ``bandwidth_estimation``: subscriber peers estimate their bandwidth (TWCC)
+        and each one's simulcast layers are capped to fit it, stepping down on
+        congestion and probing back up (str0m then paces their media; off by default).
         ``advertise_ips``, when given, lists every address put in host candidates (it
         replaces ``advertise_ip``); a socket bound to a wildcard reports which one each
         datagram reached. ``tcp_port`` adds passive ICE-TCP host candidates on that
@@ -179,6 +212,10 @@ class MediaEngine:
         """Simulcast quality for one subscriber: 0 LOW (q), 1 MEDIUM (h), 2 HIGH (f,
         default). The best live layer not above it is forwarded; switches happen
         on a keyframe of the new layer."""
+    def set_disabled(self, *, subscriber: str, track_id: str, disabled: bool) -> None:
+        """Stop (``disabled``) or resume forwarding a track to one subscriber, without
+        renegotiation (the client hid or showed it); resuming video waits for a
+        keyframe (one is requested)."""
     def send_data(self, peer_id: str, *, reliable: bool, payload: bytes) -> None:
         """Send a binary message on the peer's ``_reliable``/``_lossy`` channel.
         MediaError if that channel is not open yet."""

@@ -93,6 +93,7 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
             "ips",
             "use_external_ip",
             "stun_servers",
+            "congestion_control",
         }
     ),
     "room": frozenset(
@@ -235,6 +236,9 @@ class Config:
     """``redis:``: join the cluster of nodes sharing this Redis; None: a single node."""
     node_selector: NodeSelectorConfig = NodeSelectorConfig()
     """``node_selector:``: how a new room picks its node (cluster mode only)."""
+    congestion_control: bool = False
+    """``rtc.congestion_control``: estimate each subscriber's bandwidth and choose
+    its simulcast layers within it (off by default: it costs CPU per packet)."""
 
     @property
     def webhook_secret(self) -> str | None:
@@ -347,6 +351,7 @@ def load_config(
     )
 
     auto_create = _bool(room.get("auto_create", True), "room.auto_create")
+    congestion_control = _bool(rtc.get("congestion_control", False), "rtc.congestion_control")
     enable_remote_unmute = _bool(
         room.get("enable_remote_unmute", False), "room.enable_remote_unmute"
     )
@@ -405,6 +410,7 @@ def load_config(
         prometheus_port=prometheus_port,
         redis=_redis(raw),
         node_selector=_node_selector(_section(raw, "node_selector")),
+        congestion_control=congestion_control,
     )
     return config, warnings
 

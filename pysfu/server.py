@@ -201,6 +201,7 @@ class Server:
             # A frozen client's peers must outlive its resume window: its session
             # waits that long, and its media comes back on thaw without new peers.
             ice_disconnected_grace=RESUME_WINDOW_S + 5.0,
+            bandwidth_estimation=self.config.congestion_control,
         )
         self.udp_port = engine.udp_port
         self.tcp_port = engine.tcp_port

@@ -165,6 +165,20 @@ HARNESS_JS = r"""
     const pub = p && [...p.trackPublications.values()].find((x) => x.kind === 'video');
     pub.setVideoQuality(LK.VideoQuality[quality]);
   };
+  // Enable or disable a remote track (UpdateTrackSettings.disabled), as adaptive
+  // stream does for hidden video.
+  h.setTrackEnabled = (identity, kind, enabled) => {
+    const p = h.room.remoteParticipants.get(identity);
+    const pub = p && [...p.trackPublications.values()].find((x) => x.kind === kind);
+    pub.setEnabled(enabled);
+  };
+  // The camera sender's encodings as the browser has them (dynacast turns them off).
+  h.encodings = () => {
+    const pub = h.room.localParticipant.getTrackPublication('camera');
+    const sender = pub && pub.track && pub.track.sender;
+    if (!sender) return null;
+    return sender.getParameters().encodings.map((e) => ({ rid: e.rid, active: e.active }));
+  };
   h.sentLayers = async () => {
     const pub = h.room.localParticipant.getTrackPublication('camera');
     const report = await pub.track.getRTCStatsReport();
@@ -315,12 +329,17 @@ class BrowserParticipant:
         """``harness.<fn>(*args)`` in the page."""
         return await self.page.evaluate(f"(args) => window.harness.{fn}(...args)", list(args))
 
-    async def connect(self, server: RunningServer, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("connect", server.url, token)
+    async def connect(
+        self, server: RunningServer, token: str, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Connect with ``livekit-client`` RoomOptions ``options`` (e.g. dynacast)."""
+        result: dict[str, Any] = await self.call("connect", server.url, token, options or {})
         return result
 
-    async def join(self, server: RunningServer, room: str = "room1") -> dict[str, Any]:
-        result = await self.connect(server, server.token_for(self.name, room))
+    async def join(
+        self, server: RunningServer, room: str = "room1", options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result = await self.connect(server, server.token_for(self.name, room), options)
         assert result["ok"], f"{self.name} could not connect: {result} {self.console[-20:]}"
         return result
 

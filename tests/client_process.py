@@ -122,20 +122,23 @@ async def client_process(argv: list[str], name: str) -> AsyncIterator[ClientProc
 
 
 def python_client(
-    url: str, token: str, name: str, *, tone: bool = False, prefix: tuple[str, ...] = ()
+    url: str,
+    token: str,
+    name: str,
+    *,
+    tone: bool = False,
+    camera: bool = False,
+    watch_video: bool = False,
+    wrap: Callable[[list[str]], list[str]] = lambda argv: argv,
 ) -> Any:
     """``async with python_client(...) as c``: a Python SDK participant in a child
-    process (``tests/sdk_child.py``), publishing a 440 Hz tone if ``tone``; ``prefix``
-    runs it through a wrapper (``ip netns exec NAME``, see ``tests/netns.py``)."""
-    argv = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "tests.sdk_child",
-        url,
-        token,
-        *(["--tone"] if tone else []),
-    ]
+    process (``tests/sdk_child.py``), publishing a 440 Hz tone if ``tone`` and a
+    simulcast camera if ``camera``, reporting received video each second if
+    ``watch_video``; ``wrap`` turns the command into another (run
+    it inside a network namespace)."""
+    flags = [*(["--tone"] if tone else []), *(["--camera"] if camera else [])]
+    flags += ["--watch-video"] if watch_video else []
+    argv = wrap([sys.executable, "-m", "tests.sdk_child", url, token, *flags])
     return client_process(argv, name)
 
 

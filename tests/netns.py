@@ -1,15 +1,17 @@
-"""Network namespaces for connectivity tests: a client on "another machine" that reaches
-the server only over a veth pair, optionally IPv6-only or with UDP to the server dropped.
+"""A network namespace a test makes for itself, joined to the host by a veth pair:
+clients run inside it (``ip netns exec``) and reach the server at the host end's
+address, and the test impairs the link (random loss, rate limits). Needs root,
+iproute2 and nftables; tests skip otherwise. Only addresses inside the namespace
+this makes are ever used.
 
-Needs root, iproute2 and iptables (``.ci/run`` installs them); tests skip otherwise.
-Every namespace and rule is created by the test and removed afterwards (deleting the
-namespace deletes its veth end, which deletes the pair and the host-side address).
-Traffic only ever goes to addresses inside these namespaces and loopback.
-"""
+Loss is made with nftables (``numgen random``) inside the namespace rather than
+``tc netem``: kernels without the sch_netem module (containers) refuse netem, and
+a random drop in the namespace's input and output hooks is the same impairment."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -19,8 +21,151 @@ from collections.abc import Iterator
 import attrs
 import pytest
 
+_counter = itertools.count()
 
-def _run(*argv: str) -> str:
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=10)
+
+
+@attrs.frozen
+class Netns:
+    name: str
+    host_ip: str
+    """The host end of the veth (the server binds here)."""
+    ns_ip: str
+    host_dev: str
+    ns_dev: str
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def lose(self, percent: int) -> None:
+        """Drop ``percent`` % of UDP datagrams (media) each way, at random; 0 stops."""
+        nft = [*self.exec_argv([]), "nft"]
+        subprocess.run([*nft, "delete", "table", "inet", "loss"], capture_output=True, timeout=10)
+        if not percent:
+            return
+        _run(*nft, "add", "table", "inet", "loss")
+        for hook in ("input", "output"):
+            chain = f"{{ type filter hook {hook} priority 0; }}"
+            _run(*nft, "add", "chain", "inet", "loss", hook, chain)
+            _run(
+                *nft,
+                "add",
+                "rule",
+                "inet",
+                "loss",
+                hook,
+                "meta",
+                "l4proto",
+                "udp",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                str(percent),
+                "drop",
+            )
+
+    def limit(self, rate: str) -> None:
+        """Limit what reaches the namespace to ``rate`` (``400kbit``) with a short
+        queue, as a constrained downlink; an empty rate lifts the limit."""
+        dev = self.host_dev
+        subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=10)
+        if not rate:
+            return
+        _run("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
+        _run(
+            "tc",
+            "class",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "classid",
+            "1:10",
+            "htb",
+            "rate",
+            rate,
+            "ceil",
+            rate,
+        )
+        _run(
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:10",
+            "handle",
+            "10:",
+            "pfifo",
+            "limit",
+            "30",
+        )
+
+    def shape(self, spec: str) -> None:
+        """Apply a ``tc`` root qdisc (``htb ...``) to both directions of the link; an
+        empty spec removes shaping."""
+        for prefix, dev in ((self.exec_argv([]), self.ns_dev), ([], self.host_dev)):
+            subprocess.run(
+                [*prefix, "tc", "qdisc", "del", "dev", dev, "root"],
+                capture_output=True,
+                timeout=10,
+            )
+            if spec:
+                _run(*prefix, "tc", "qdisc", "add", "dev", dev, "root", *spec.split())
+
+
+def require_netns() -> None:
+    tools = ("ip", "tc", "nft")
+    if os.geteuid() != 0 or any(shutil.which(t) is None for t in tools):
+        pytest.skip("network namespaces need root, iproute2, tc and nftables")
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[Netns]:
+    """A fresh namespace with a /30 on a veth pair to the host; removed afterwards."""
+    require_netns()
+    n = next(_counter)
+    tag = f"{os.getpid() % 10000}{n}"
+    subnet = f"10.{200 + (os.getpid() % 50)}.{n % 250}"
+    ns = Netns(
+        name=f"pysfu-q{tag}",
+        host_ip=f"{subnet}.1",
+        ns_ip=f"{subnet}.2",
+        host_dev=f"vq{tag}h",
+        ns_dev=f"vq{tag}n",
+    )
+    _run("ip", "netns", "add", ns.name)
+    try:
+        _run("ip", "link", "add", ns.host_dev, "type", "veth", "peer", "name", ns.ns_dev)
+        _run("ip", "link", "set", ns.ns_dev, "netns", ns.name)
+        _run("ip", "addr", "add", f"{ns.host_ip}/30", "dev", ns.host_dev)
+        _run("ip", "link", "set", ns.host_dev, "up")
+        inside = ns.exec_argv([])
+        _run(*inside, "ip", "addr", "add", f"{ns.ns_ip}/30", "dev", ns.ns_dev)
+        _run(*inside, "ip", "link", "set", ns.ns_dev, "up")
+        _run(*inside, "ip", "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", ns.host_dev], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=10)
+
+
+# ---- connectivity (issue 13): IPv4 and/or IPv6, UDP to the server dropped ------------------
+#
+# ``namespace()`` makes a /24 (10.254.x) and/or a /64 (fd13:x::) on a veth pair; the
+# server binds a wildcard or the host end; ``drop_udp_to_host`` is a firewall that
+# passes only TCP (iptables/ip6tables). Deleting the namespace deletes the pair.
+
+
+def _out(*argv: str) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     if done.returncode:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
@@ -65,7 +210,7 @@ class Namespace:
         return ["ip", "netns", "exec", self.name, *argv]
 
     def run(self, *argv: str) -> str:
-        return _run(*self.argv(*argv))
+        return _out(*self.argv(*argv))
 
     def drop_udp_to_host(self) -> None:
         """Drop every UDP packet from the namespace to the server's addresses (a
@@ -90,12 +235,12 @@ class Namespace:
 
 
 def _free_subnet() -> int:
-    used = _run("ip", "-o", "addr")
+    used = _out("ip", "-o", "addr")
     for _ in range(50):
         n = secrets.randbelow(250) + 2
-        if f"10.213.{n}." not in used and f"fd13:{n:x}::" not in used:
+        if f"10.254.{n}." not in used and f"fd13:{n:x}::" not in used:
             return n
-    raise RuntimeError("no free 10.213.x.0/24 test subnet")
+    raise RuntimeError("no free 10.254.x.0/24 test subnet")
 
 
 @contextlib.contextmanager
@@ -108,29 +253,29 @@ def namespace(*, ipv4: bool = True, ipv6: bool = False) -> Iterator[Namespace]:
     ns = Namespace(
         name,
         host_if,
-        f"10.213.{n}.1" if ipv4 else None,
-        f"10.213.{n}.2" if ipv4 else None,
+        f"10.254.{n}.1" if ipv4 else None,
+        f"10.254.{n}.2" if ipv4 else None,
         f"fd13:{n:x}::1" if ipv6 else None,
         f"fd13:{n:x}::2" if ipv6 else None,
     )
-    _run("ip", "netns", "add", name)
+    _out("ip", "netns", "add", name)
     try:
-        _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        _run("ip", "link", "set", ns_if, "netns", name)
+        _out("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _out("ip", "link", "set", ns_if, "netns", name)
         if ipv4:
-            _run("ip", "addr", "add", f"{ns.host_ip4}/24", "dev", host_if)
+            _out("ip", "addr", "add", f"{ns.host_ip4}/24", "dev", host_if)
             ns.run("ip", "addr", "add", f"{ns.client_ip4}/24", "dev", ns_if)
         if ipv6:
             # nodad: usable at once instead of after duplicate address detection.
-            _run("ip", "addr", "add", f"{ns.host_ip6}/64", "dev", host_if, "nodad")
+            _out("ip", "addr", "add", f"{ns.host_ip6}/64", "dev", host_if, "nodad")
             ns.run("ip", "addr", "add", f"{ns.client_ip6}/64", "dev", ns_if, "nodad")
         if not ipv4:
             ns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0")
-        _run("ip", "link", "set", host_if, "up")
+        _out("ip", "link", "set", host_if, "up")
         ns.run("ip", "link", "set", "lo", "up")
         ns.run("ip", "link", "set", ns_if, "up")
         yield ns
     finally:
         with contextlib.suppress(RuntimeError):
-            _run("ip", "link", "del", host_if)
-        _run("ip", "netns", "del", name)
+            _out("ip", "link", "del", host_if)
+        _out("ip", "netns", "del", name)

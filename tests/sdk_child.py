@@ -1,7 +1,7 @@
 """A Python SDK participant in a process of its own, so that a test can freeze it
 (SIGSTOP, as a sleeping laptop) or kill it. Run by :func:`tests.client_process.python_client`:
 
-    python -m tests.sdk_child URL TOKEN [--tone]
+    python -m tests.sdk_child URL TOKEN [--tone] [--camera] [--watch-video]
 
 It prints one JSON line per event on stdout (``connected`` with its sid, ``published``
 with its track's sid, then room events) and stays until killed.
@@ -17,7 +17,7 @@ from typing import Any
 
 from livekit import rtc
 
-from .sdk_helpers import ToneSource
+from .sdk_helpers import CameraSource, ToneSource
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -29,6 +29,12 @@ async def main() -> None:
     parser.add_argument("url")
     parser.add_argument("token")
     parser.add_argument("--tone", action="store_true", help="publish a 440 Hz microphone")
+    parser.add_argument("--camera", action="store_true", help="publish a simulcast camera")
+    parser.add_argument(
+        "--watch-video",
+        action="store_true",
+        help="report each second the size and count of video frames received",
+    )
     args = parser.parse_args()
 
     room = rtc.Room()
@@ -40,6 +46,22 @@ async def main() -> None:
         "participant_disconnected",
         lambda p: emit("participant_disconnected", identity=p.identity, sid=p.sid),
     )
+    watchers: list[asyncio.Task[None]] = []
+
+    async def watch(track: rtc.Track) -> None:
+        frames, width, height, since = 0, 0, 0, time.monotonic()
+        async for event in rtc.VideoStream(track):
+            frames += 1
+            width, height = event.frame.width, event.frame.height
+            if time.monotonic() - since >= 1.0:
+                emit("video", width=width, height=height, frames=frames)
+                frames, since = 0, time.monotonic()
+
+    def subscribed(track: rtc.Track, *_: Any) -> None:
+        if args.watch_video and track.kind == rtc.TrackKind.KIND_VIDEO:
+            watchers.append(asyncio.create_task(watch(track)))
+
+    room.on("track_subscribed", subscribed)
     room.on("reconnecting", lambda: emit("reconnecting"))
     room.on("reconnected", lambda: emit("reconnected"))
     room.on("disconnected", lambda reason: emit("disconnected", reason=int(reason)))
@@ -49,6 +71,10 @@ async def main() -> None:
     tone = ToneSource()  # held here: its feeding task lives as long as the process
     if args.tone:
         publication = await tone.publish(room)
+        emit("published", track_sid=publication.sid)
+    camera = CameraSource()
+    if args.camera:
+        publication = await camera.publish(room)
         emit("published", track_sid=publication.sid)
     await asyncio.Event().wait()
 

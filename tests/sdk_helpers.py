@@ -44,6 +44,8 @@ class Watcher:
         "reconnected",
         "token_refreshed",
         "transcription_received",
+        "active_speakers_changed",
+        "connection_quality_changed",
         "disconnected",
     )
 
@@ -147,12 +149,17 @@ async def simulate_signal_reconnect(room: rtc.Room, watcher: Watcher, timeout: f
 
 
 class ToneSource:
-    """A microphone track playing a sine tone, fed in real time."""
+    """A microphone track playing a sine tone, fed in real time. ``amplitude`` (0..1
+    of full scale; 0 is a silent microphone) may be changed while it plays; it is
+    heard after at most ``queue_ms`` (the SDK's capture queue)."""
 
-    def __init__(self, freq: float = TONE_HZ) -> None:
-        self.source = rtc.AudioSource(SAMPLE_RATE, 1)
+    def __init__(
+        self, freq: float = TONE_HZ, *, amplitude: float = 0.5, queue_ms: int = 1000
+    ) -> None:
+        self.source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=queue_ms)
         self.track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
         self.freq = freq
+        self.amplitude = amplitude
         self._task: asyncio.Task[None] | None = None
 
     async def _feed(self) -> None:
@@ -161,14 +168,16 @@ class ToneSource:
         while True:
             frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, n)
             t = (np.arange(n) + phase) / SAMPLE_RATE
-            samples = (0.5 * 32767 * np.sin(2 * math.pi * self.freq * t)).astype(np.int16)
+            wave = self.amplitude * 32767 * np.sin(2 * math.pi * self.freq * t)
+            samples = wave.astype(np.int16)
             np.frombuffer(frame.data, dtype=np.int16)[:] = samples
             phase += n
             await self.source.capture_frame(frame)
 
-    async def publish(self, room: rtc.Room) -> rtc.LocalTrackPublication:
+    async def publish(self, room: rtc.Room, **options: Any) -> rtc.LocalTrackPublication:
+        """Publish as a microphone; ``options``: more TrackPublishOptions fields."""
         self._task = asyncio.create_task(self._feed())
-        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, **options)
         return await room.local_participant.publish_track(self.track, opts)
 
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ from livekit import rtc
 from pysfu.auth import VideoGrant, mint_token, verify_token
 from pysfu.config import Config
 
-from .browser_helpers import chromium, new_participant
+from .browser_helpers import BrowserParticipant, chromium, new_participant
 from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
@@ -489,6 +489,69 @@ async def test_browser_is_told_when_a_track_is_forbidden(
         )
         await tone.aclose()
     await web.call("disconnect")
+
+
+async def _frames_in(bob: BrowserParticipant, identity: str, seconds: float) -> int:
+    """Frames bob decodes of ``identity``'s video over ``seconds``."""
+    before = (await bob.call("videoState", identity))["framesDecoded"]
+    await asyncio.sleep(seconds)
+    return int((await bob.call("videoState", identity))["framesDecoded"] - before)
+
+
+async def test_disabled_track_stops_reaching_that_subscriber(
+    server: RunningServer, browser: Browser
+) -> None:
+    """A subscriber that disables a video (what adaptive stream does when it is
+    hidden) stops receiving it; enabling it brings it back."""
+    alice = await new_participant(browser, server, "alice")
+    bob = await new_participant(browser, server, "bob")
+    await alice.join(server)
+    await bob.join(server)
+    await alice.call("publishCamera", "h360", False)
+    await bob.wait_state("videoState", "alice", video_playing)
+    await bob.call("setTrackEnabled", "alice", "video", False)
+    await asyncio.sleep(1)  # what was in flight
+    assert await _frames_in(bob, "alice", 2.0) <= 2
+    await bob.call("setTrackEnabled", "alice", "video", True)
+    await bob.wait_state("videoState", "alice", lambda s: True)
+    assert await _frames_in(bob, "alice", 3.0) > 10
+    await alice.call("disconnect")
+    await bob.call("disconnect")
+
+
+async def _active_rids(alice: BrowserParticipant) -> set[str]:
+    encodings = await alice.call("encodings")
+    return {e["rid"] for e in encodings or [] if e["active"]}
+
+
+async def _wait_active_rids(alice: BrowserParticipant, want: set[str], timeout: float) -> None:
+    last: set[str] = set()
+    try:
+        async with asyncio.timeout(timeout):
+            while (last := await _active_rids(alice)) != want:
+                await asyncio.sleep(0.25)
+    except TimeoutError:
+        raise AssertionError(f"active encodings {last}, not {want}, after {timeout} s") from None
+
+
+async def test_dynacast_pauses_layers_nobody_receives(
+    server: RunningServer, browser: Browser
+) -> None:
+    """With ``dynacast: true``, a publisher whose only subscriber asks for LOW stops
+    encoding the higher layers, and with no subscriber at all stops every layer."""
+    alice = await new_participant(browser, server, "alice")
+    bob = await new_participant(browser, server, "bob")
+    await alice.join(server, options={"dynacast": True})
+    await bob.join(server)
+    await alice.call("publishCamera", "h720", True)
+    await bob.wait_state("videoState", "alice", video_playing)
+    await _wait_active_rids(alice, {"q", "h", "f"}, timeout=10)
+    await bob.call("setVideoQuality", "alice", "LOW")
+    await _wait_active_rids(alice, {"q"}, timeout=10)
+    await bob.wait_state("videoState", "alice", lambda s: s["width"] == 320)
+    await bob.call("disconnect")
+    await _wait_active_rids(alice, set(), timeout=10)
+    await alice.call("disconnect")
 
 
 async def test_browser_restricted_to_relay_connects_through_the_embedded_turn_server(

@@ -440,3 +440,11 @@ def test_turn_keys() -> None:
         "turn.example.com",
     )
     assert warnings == []
+
+
+def test_congestion_control_is_off_unless_asked_for() -> None:
+    assert _load("{}", dev=True)[0].congestion_control is False
+    config, warnings = _load("rtc: {congestion_control: true}", dev=True)
+    assert config.congestion_control is True and not warnings
+    with pytest.raises(ConfigError, match=r"rtc\.congestion_control"):
+        _load("rtc: {congestion_control: maybe}", dev=True)

@@ -42,9 +42,8 @@ async def remote_tone(
 ) -> AsyncIterator[ClientProcess]:
     """A publisher of a tone inside ``ns``, connected to the server at ``ip``."""
     url = _url(ip, server.server.port)
-    prefix = tuple(ns.argv())
     async with python_client(
-        url, server.token_for("remote"), "remote", tone=True, prefix=prefix
+        url, server.token_for("remote"), "remote", tone=True, wrap=lambda a: ns.argv(*a)
     ) as client:
         await client.wait_event("connected", timeout=30)
         yield client
@@ -161,7 +160,7 @@ async def test_loopback_only_media_is_said_when_a_remote_client_joins(
         assert any("reachable only from this machine" in r.getMessage() for r in warned)
         url = _url(ns.host_ip, server.server.port)
         async with python_client(
-            url, server.token_for("remote"), "remote", prefix=tuple(ns.argv())
+            url, server.token_for("remote"), "remote", wrap=lambda a: ns.argv(*a)
         ) as client:
             async with asyncio.timeout(20):
                 while not any(

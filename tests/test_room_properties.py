@@ -15,6 +15,7 @@ from hypothesis.stateful import (
 )
 from livekit.protocol import models, rtc
 
+from pysfu.rtc.dynacast import subscribed_layers
 from pysfu.rtc.lifecycle import ParticipantEvent, ParticipantState
 from pysfu.rtc.room import Effects, Room
 
@@ -33,6 +34,10 @@ class RoomMachine(RuleBasedStateMachine):
         self.seen_versions: dict[tuple[str, str], int] = {}
         """Highest version each recipient saw of each participant sid."""
         self.closed_sessions: set[str] = set()
+        self.layers: dict[tuple[str, str], tuple[int, bool]] = {}
+        """What the media plane forwards of each bound pair: (layer, disabled)."""
+        self.encodes: dict[str, tuple[bool, ...]] = {}
+        """Per video track, the qualities its publisher was last told to send."""
 
     # ---- applying effects like the manager would --------------------------------------
 
@@ -48,14 +53,27 @@ class RoomMachine(RuleBasedStateMachine):
                 key = (to_sid, info.sid)
                 assert info.version > self.seen_versions.get(key, 0), "version did not grow"
                 self.seen_versions[key] = info.version
+            if msg.HasField("subscribed_quality_update"):
+                update = msg.subscribed_quality_update
+                pub = self.room.find_publication(update.track_sid)
+                assert pub is not None and pub.publisher_sid == to_sid
+                enabled = tuple(q.enabled for q in update.subscribed_qualities)
+                assert self.encodes.get(update.track_sid) != enabled, "repeated update"
+                self.encodes[update.track_sid] = enabled
         for b in fx.bindings:
             pair = (b.subscriber_sid, b.track_sid)
             if b.bind:
                 assert pair not in self.media, "bound twice"
                 self.media.add(pair)
+                self.layers[pair] = (2, False)  # a fresh down track
             else:
                 assert pair in self.media, "unbound what was not bound"
                 self.media.discard(pair)
+                self.layers.pop(pair, None)
+        for choice in fx.layers:
+            pair = (choice.subscriber_sid, choice.track_sid)
+            assert pair in self.media, "layer choice for an unbound track"
+            self.layers[pair] = (choice.layer, choice.disabled)
         for sid, _reason in fx.closes:
             self.closed_sessions.add(sid)
 
@@ -116,6 +134,33 @@ class RoomMachine(RuleBasedStateMachine):
         )
         self.apply(fx)
         assert fx.messages[-1][1].HasField("track_published")
+
+    @precondition(lambda self: self.room.participants)
+    @rule(data=st.data(), cid=CIDS)
+    def publish_video(self, data: st.DataObject, cid: str) -> None:
+        sid = data.draw(st.sampled_from(self.sids()))
+        req = rtc.AddTrackRequest(
+            cid=f"v{cid}", type=models.TrackType.VIDEO, source=models.TrackSource.CAMERA
+        )
+        self.apply(self.room.add_track(sid, req))
+        self.apply(self.room.track_live(sid, cid=f"v{cid}", mime_type="video/vp8")[1])
+
+    @precondition(lambda self: self.tracks() and self.room.participants)
+    @rule(
+        data=st.data(),
+        quality=st.sampled_from([0, 1, 2, 3]),
+        height=st.sampled_from([0, 180, 360, 720]),
+        disabled=st.booleans(),
+    )
+    def track_settings(
+        self, data: st.DataObject, quality: int, height: int, disabled: bool
+    ) -> None:
+        sub = data.draw(st.sampled_from(self.sids()))
+        _, track = data.draw(st.sampled_from(self.tracks()))
+        settings = rtc.UpdateTrackSettings(
+            track_sids=[track], quality=quality, height=height, disabled=disabled
+        )
+        self.apply(self.room.track_settings(sub, settings))
 
     @precondition(lambda self: self.room.participants)
     @rule(data=st.data(), cid=CIDS)
@@ -184,6 +229,25 @@ class RoomMachine(RuleBasedStateMachine):
             pub = self.room.find_publication(track)
             assert pub is not None and pub.live and pub.publisher_sid != sub_sid
             assert self.room.participants[sub_sid].permission.can_subscribe
+
+    @invariant()
+    def media_follows_track_settings(self) -> None:
+        for pair in self.media:
+            sub = self.room.subscriptions[pair]
+            assert self.layers[pair] == (sub.layer, sub.disabled)
+
+    @invariant()
+    def publishers_encode_what_is_received(self) -> None:
+        for p in self.room.participants.values():
+            for pub in p.publications.values():
+                if not pub.live or pub.info.type != models.TrackType.VIDEO:
+                    continue
+                wanted = subscribed_layers(
+                    (s.layer, s.disabled)
+                    for (_, t), s in self.room.subscriptions.items()
+                    if t == pub.sid and s.bound
+                )
+                assert self.encodes.get(pub.sid) == wanted
 
     @invariant()
     def auto_subscribers_get_live_tracks(self) -> None:

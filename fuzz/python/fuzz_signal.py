@@ -32,7 +32,7 @@ with instrumented("pysfu"):
     import pysfu.runtime.sessions
     from pysfu import testing
     from pysfu.auth import Claims, VideoGrant
-    from pysfu.rtc.effects import Binding, DataDelivery, Mute
+    from pysfu.rtc.effects import Binding, DataDelivery, LayerChoice, Mute
     from pysfu.rtc.lifecycle import ParticipantEvent
     from pysfu.rtc.room import Room
     from pysfu.runtime.manager import JoinParams, ResumeRefused, RoomManager
@@ -137,7 +137,7 @@ class RecordingMedia:
     def apply_mutes(self, mutes: list[Mute]) -> None:
         pass
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
         pass
 
     def apply_bindings(self, bindings: list[Binding]) -> None:
@@ -292,6 +292,11 @@ class Harness:
             req.track_setting.track_sids.append(self.pick_track())
             req.track_setting.disabled = fdp.bool()
             req.track_setting.quality = fdp.int_in(0, 3)
+        elif kind == "update_audio_track":
+            req.update_audio_track.track_sid = self.pick_track()
+            req.update_audio_track.features.extend(
+                fdp.int_in(0, 8) for _ in range(fdp.int_in(0, 4))
+            )
         elif kind == "leave":
             req.leave.reason = fdp.int_in(0, 20)
             req.leave.action = fdp.int_in(0, 2)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -39,12 +38,10 @@ from ..runtime.cluster import grant, relay
 from ..runtime.cluster.cluster_pb2 import NodeInfo
 from ..runtime.cluster.node import ClusterNode, NoNodeAvailable
 from ..signal.connection import MAX_FRAME_BYTES
+from .asgi import AsgiWebSocket, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Deny = Callable[[Scope, Send, int, str], Awaitable[None]]
 TwirpHandler = Callable[[str, Mapping[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 
@@ -153,7 +150,7 @@ class ClusterRoutes:
             ) as upstream:
                 await send({"type": "websocket.accept"})
                 log.info("relaying a signal connection for room %s to %s", room, owner.id)
-                await relay.pipe(upstream, _AsgiClient(receive, send))
+                await relay.pipe(upstream, AsgiWebSocket(receive, send))
         except relay.RelayRejected as exc:
             await deny(scope, send, exc.status, exc.body.decode("utf-8", "replace"))
         except relay.RelayUnavailable as exc:
@@ -296,44 +293,3 @@ def _room_of_request(path: str, headers: Mapping[str, str], body: bytes) -> str 
         return None
     room = getattr(request, field, "")
     return room if isinstance(room, str) and room else None
-
-
-class _AsgiClient:
-    """The accepted client WebSocket as a relay.ClientEnd."""
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
-        self._send = send
-        self._closed = False
-
-    async def receive(self) -> bytes | str | None:
-        while not self._closed:
-            msg = await self._receive()
-            if msg["type"] == "websocket.receive":
-                data = msg.get("bytes")
-                if data is not None:
-                    return bytes(data)
-                text: str = msg.get("text") or ""
-                return text
-            if msg["type"] == "websocket.disconnect":
-                self._closed = True
-        return None
-
-    async def send(self, data: bytes | str) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("websocket closed")
-        key = "bytes" if isinstance(data, bytes) else "text"
-        try:
-            await self._send({"type": "websocket.send", key: data})
-        except Exception as exc:  # hypercorn raises its own types on a dead socket
-            self._closed = True
-            raise trio.ClosedResourceError("websocket closed") from exc
-
-    async def close(self, code: int) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._send({"type": "websocket.close", "code": code})
-        except Exception:
-            log.debug("closing an already closed websocket", exc_info=True)

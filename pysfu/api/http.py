@@ -19,10 +19,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-import trio
 from livekit.protocol import models, rtc
 
 from ..auth import AuthError, Claims, bearer_from_header, verify_token
@@ -35,6 +34,7 @@ from .agent_dispatch import SERVICE as AGENT_DISPATCH_SERVICE
 from .agent_dispatch import AgentDispatchService
 from .agent_ws import PATH as AGENT_PATH
 from .agent_ws import WorkerSocketRejected, authorize_worker
+from .asgi import AsgiWebSocket, Receive, Scope, Send
 from .twirp import TwirpService
 
 if TYPE_CHECKING:
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_HTTP_BODY_BYTES = 4 << 20
 """Largest Twirp request body read; SendData payloads are far smaller."""
@@ -218,7 +215,7 @@ class App:
         if join_request is not None:
             v1.join_extras(self.manager, session, join_request)
         await send({"type": "websocket.accept"})
-        await connection.serve(self.manager, session, AsgiTransport(receive, send))
+        await connection.serve(self.manager, session, AsgiWebSocket(receive, send))
 
     def _check_reachable(self, scope: Scope) -> None:
         """A client from another machine while media is advertised on loopback only
@@ -251,7 +248,7 @@ class App:
         """A client's signal came back (``reconnect=1&sid=...``): continue its session
         if the token's holder owns it, else make it rejoin in full."""
         await send({"type": "websocket.accept"})
-        transport = AsgiTransport(receive, send)
+        transport = AsgiWebSocket(receive, send)
         try:
             session, first = self.manager.resume(
                 claims, params.sid, ice_restart=_ice_restart_asked(params)
@@ -281,7 +278,7 @@ class App:
             await self._deny(scope, send, exc.status, exc.message)
             return
         await send({"type": "websocket.accept"})
-        await self.agents.serve_worker(AsgiTransport(receive, send), claims)
+        await self.agents.serve_worker(AsgiWebSocket(receive, send), claims)
 
     async def _deny(self, scope: Scope, send: Send, status: int, message: str) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
@@ -391,44 +388,4 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-class AsgiTransport:
-    """SignalTransport over an accepted ASGI WebSocket."""
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
-        self._send = send
-        self._closed = False
-
-    async def receive(self) -> bytes | str | None:
-        while not self._closed:
-            msg = await self._receive()
-            if msg["type"] == "websocket.receive":
-                data = msg.get("bytes")
-                if data is not None:
-                    return bytes(data)
-                text: str = msg.get("text") or ""
-                return text
-            if msg["type"] == "websocket.disconnect":
-                self._closed = True
-        return None
-
-    async def send(self, data: bytes) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("websocket closed")
-        try:
-            await self._send({"type": "websocket.send", "bytes": data})
-        except Exception as exc:  # hypercorn raises its own types on a dead socket
-            self._closed = True
-            raise trio.ClosedResourceError("websocket closed") from exc
-
-    async def close(self, code: int = 1000) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._send({"type": "websocket.close", "code": code})
-        except Exception:
-            log.debug("closing an already closed websocket", exc_info=True)
-
-
-__all__ = ["MAX_FRAME_BYTES", "App", "AsgiTransport"]
+__all__ = ["MAX_FRAME_BYTES", "App"]

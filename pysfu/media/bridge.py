@@ -25,12 +25,13 @@ from livekit.protocol import models, rtc
 
 from .. import _core
 from ..errors import RemoteProtocolError
-from ..rtc.effects import Binding, DataDelivery, Mute
+from ..rtc.effects import Binding, DataDelivery, LayerChoice, Mute
 from ..rtc.lifecycle import ParticipantEvent
+from ..rtc.quality import LinkSample
 from ..rtc.room import Room
 from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
-from .sdp import media_sections
+from .sdp import configure_opus, media_sections
 from .single_pc import SinglePc
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ MAX_CANDIDATE_BYTES = 4096
 
 MAX_DATA_PACKET_BYTES = 64 * 1024
 """Larger DataPackets are dropped: SCTP messages from the SDKs stay below 64 KiB."""
-
-_QUALITY_BY_LAYER = {
-    models.VideoQuality.LOW: 0,
-    models.VideoQuality.MEDIUM: 1,
-    models.VideoQuality.HIGH: 2,
-}
 
 
 def pub_peer(sid: str) -> str:
@@ -95,6 +90,8 @@ class EngineMediaPlane:
         self.manager = manager
         self.engine = engine
         self._participants: dict[str, _ParticipantMedia] = {}
+        self._track_rooms: dict[str, Room] = {}
+        """Room of each track bound in the engine (for its audio levels)."""
 
     # ---- lifetime ---------------------------------------------------------------------
 
@@ -182,6 +179,7 @@ class EngineMediaPlane:
         except _core.MediaError as exc:
             log.warning("%s: publisher offer rejected: %s", sid, exc)
             return
+        answer = configure_opus(answer, self._opus_settings(pm, offer.sdp))
         reply = rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
         if pm.single is not None:
             self._single_pc_answer(pm, offer.sdp, reply)
@@ -227,6 +225,30 @@ class EngineMediaPlane:
                 )
             ),
         )
+
+    def _opus_settings(self, pm: _ParticipantMedia, sdp: str) -> dict[str, tuple[bool, bool]]:
+        """(dtx, stereo) per audio mid of a publisher offer, from the features of the
+        publication each m-section carries (matched by msid track id = cid, or by
+        mid once live)."""
+        p = pm.room.participants.get(pm.sid)
+        if p is None:
+            return {}
+        settings: dict[str, tuple[bool, bool]] = {}
+        for section in media_sections(sdp):
+            if section.kind != "audio" or not section.sending:
+                continue
+            pub = p.publication_by_cid(section.track_id) or next(
+                (x for x in p.publications.values() if x.live and x.info.mid == section.mid),
+                None,
+            )
+            if pub is None or pub.info.type != models.TrackType.AUDIO:
+                continue
+            features = pub.info.audio_features
+            settings[section.mid] = (
+                models.AudioTrackFeature.TF_NO_DTX not in features,
+                models.AudioTrackFeature.TF_STEREO in features,
+            )
+        return settings
 
     def _unpublish_stopped(self, pm: _ParticipantMedia, sdp: str) -> None:
         """Clients unpublish by renegotiating without the track (no signal message):
@@ -290,19 +312,21 @@ class EngineMediaPlane:
             except _core.MediaError:
                 log.debug("mute of unbound track %s ignored", m.track_sid)
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
-        if sid not in self._participants:
-            return
-        log.debug("%s: track settings %s", sid, settings)
-        quality = _QUALITY_BY_LAYER.get(settings.quality, 2)
-        if settings.width or settings.height:
-            quality = _quality_for_size(settings.height or settings.width)
-        down = self._participants[sid].down_peer()
-        for track_sid in settings.track_sids:
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
+        for choice in layers:
+            pm = self._participants.get(choice.subscriber_sid)
+            if pm is None:
+                continue
+            peer = pm.down_peer()
             try:
-                self.engine.set_layer(subscriber=down, track_id=track_sid, quality=quality)
+                self.engine.set_layer(
+                    subscriber=peer, track_id=choice.track_sid, quality=choice.layer
+                )
+                self.engine.set_disabled(
+                    subscriber=peer, track_id=choice.track_sid, disabled=choice.disabled
+                )
             except _core.MediaError:
-                log.debug("%s: layer choice for unknown track %s ignored", sid, track_sid)
+                log.debug("layer choice %s for an unbound track ignored", choice)
 
     def apply_bindings(self, bindings: list[Binding]) -> None:
         changed: set[str] = set()
@@ -354,6 +378,7 @@ class EngineMediaPlane:
 
     def tracks_unpublished(self, track_sids: list[str]) -> None:
         for track_sid in track_sids:
+            self._track_rooms.pop(track_sid, None)
             try:
                 self.engine.unpublish_track(track_sid)
             except _core.MediaError:
@@ -416,6 +441,12 @@ class EngineMediaPlane:
     # ---- engine → rooms -------------------------------------------------------------------
 
     def _on_event(self, event: _core._MediaEvent) -> None:
+        if isinstance(event, _core.AudioLevels):
+            self._audio_levels(event.levels)
+            return
+        if isinstance(event, _core.LinkStats):
+            self._link_stats(event.links)
+            return
         sid, is_sub = _split_peer(event.peer_id)
         pm = self._participants.get(sid)
         if pm is None:
@@ -433,6 +464,41 @@ class EngineMediaPlane:
         elif isinstance(event, _core.DataReceived):
             self._data_received(pm, event.reliable, bytes(event.payload))
 
+    def _audio_levels(self, levels: list[tuple[str, int, int, int]]) -> None:
+        """Level summaries to their rooms; every room that has speakers ticks even
+        without new levels (speech ends by going quiet or going away)."""
+        by_room: dict[str, tuple[Room, list[tuple[str, int, int, int]]]] = {}
+        for level in levels:
+            room = self._track_rooms.get(level[0])
+            if room is None or room.closed:
+                self._track_rooms.pop(level[0], None)
+                continue
+            by_room.setdefault(room.name, (room, []))[1].append(level)
+        for room in self.manager.rooms:
+            if room.name not in by_room and (room.speakers.meters or room.speakers.announced):
+                by_room[room.name] = (room, [])
+        now = self.manager.now()
+        for room, room_levels in by_room.values():
+            fx = room.audio_levels(room_levels, now)
+            if fx.messages:
+                self.manager.apply(room, fx)
+
+    def _link_stats(self, links: list[tuple[str, float | None, float, float | None]]) -> None:
+        """Link reports to their participants' rooms; every room's scoring ticks
+        (each closes its windows on its own schedule)."""
+        by_room: dict[str, list[tuple[str, bool, LinkSample]]] = {}
+        for peer_id, loss, jitter_ms, rtt_ms in links:
+            sid, is_sub = _split_peer(peer_id)
+            pm = self._participants.get(sid)
+            if pm is not None:
+                sample = LinkSample(loss=loss, jitter_ms=jitter_ms, rtt_ms=rtt_ms)
+                by_room.setdefault(pm.room.name, []).append((sid, is_sub, sample))
+        now = self.manager.now()
+        for room in self.manager.rooms:
+            fx = room.link_stats(by_room.get(room.name, []), now)
+            if fx.messages:
+                self.manager.apply(room, fx)
+
     def _track_arrived(self, pm: _ParticipantMedia, event: _core.TrackArrived) -> None:
         room, sid = pm.room, pm.sid
         p = room.participants.get(sid)
@@ -445,6 +511,7 @@ class EngineMediaPlane:
             log.info("%s: media on mid %s matches no pending publication", sid, event.mid)
             return
         self.engine.publish_track(publisher=pub_peer(sid), mid=event.mid, track_id=pub.sid)
+        self._track_rooms[pub.sid] = room
         pm.msid_tracks[pub.sid] = event.track_id
         if pub.info.muted:
             self.engine.set_muted(pub.sid, True)
@@ -464,12 +531,3 @@ class EngineMediaPlane:
             log.warning("%s: undecodable data packet dropped", pm.sid)
             return
         self.manager.apply(pm.room, pm.room.route_data(pm.sid, packet, reliable=reliable))
-
-
-def _quality_for_size(pixels: int) -> int:
-    """Layer for a requested dimension, as the reference server's rough thresholds."""
-    if pixels <= 240:
-        return 0
-    if pixels <= 480:
-        return 1
-    return 2

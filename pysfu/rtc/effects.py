@@ -33,6 +33,17 @@ class Binding:
 
 
 @attrs.frozen
+class LayerChoice:
+    """What the media plane forwards of a bound video track to one subscriber: the
+    simulcast layer (0 LOW .. 2 HIGH), or nothing while ``disabled``."""
+
+    subscriber_sid: str
+    track_sid: str
+    layer: int
+    disabled: bool
+
+
+@attrs.frozen
 class DataDelivery:
     """A DataPacket (already rewritten for the receiver side) for one participant."""
 
@@ -50,6 +61,8 @@ class Effects:
     closes: list[tuple[str, DisconnectReason]] = attrs.field(factory=list)
     """Sessions to end after their queued messages, with a DisconnectReason."""
     bindings: list[Binding] = attrs.field(factory=list)
+    layers: list[LayerChoice] = attrs.field(factory=list)
+    """Applied after ``bindings`` (a choice may follow its track's binding)."""
     data: list[DataDelivery] = attrs.field(factory=list)
     unpublished: list[str] = attrs.field(factory=list)
     """Track sids whose media the media plane must stop accepting."""
@@ -65,6 +78,7 @@ class Effects:
         self.messages.extend(other.messages)
         self.closes.extend(other.closes)
         self.bindings.extend(other.bindings)
+        self.layers.extend(other.layers)
         self.data.extend(other.data)
         self.unpublished.extend(other.unpublished)
         self.mutes.extend(other.mutes)

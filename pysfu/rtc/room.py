@@ -20,15 +20,18 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from livekit.protocol import models, rtc, webhook
 
 from ..errors import LocalProtocolError
 from . import ids
-from .effects import Binding, DataDelivery, Effects, Mute
+from .dynacast import quality_update, requested_layer, subscribed_layers
+from .effects import Binding, DataDelivery, Effects, LayerChoice, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
+from .quality import AUDIO_LOSS_WEIGHT, VIDEO_LOSS_WEIGHT, LinkSample, QualityScoring
+from .speakers import LevelSummary, Speakers
 from .subscription import Subscription, SubscriptionAction
 
 DisconnectReason = models.DisconnectReason
@@ -85,6 +88,8 @@ class Publication:
     live: bool = False
     announced_subscribed: bool = False
     """TrackSubscribed went to the publisher (once per publication)."""
+    dynacast: tuple[bool, bool, bool] | None = None
+    """Video: the qualities (LOW, MEDIUM, HIGH) its publisher was last told to send."""
 
     @property
     def sid(self) -> str:
@@ -209,6 +214,8 @@ class Room:
     _version: int = 0
     _batched: dict[str, None] = attrs.field(factory=dict)
     """Sids whose latest state others have not been sent yet (see flush_updates)."""
+    speakers: Speakers = attrs.field(factory=Speakers)
+    quality: QualityScoring = attrs.field(factory=QualityScoring)
 
     def __attrs_post_init__(self) -> None:
         if not self.creation_wall:
@@ -352,6 +359,38 @@ class Room:
                 bind=action is SubscriptionAction.BIND,
             )
         )
+        level = self.speakers.announced.get(publisher_sid)
+        if action is SubscriptionAction.BIND and level is not None:
+            # A new subscriber of someone speaking hears of it now (as the reference),
+            # not at the speaker's next level change.
+            speaker = models.SpeakerInfo(sid=publisher_sid, level=level, active=True)
+            fx.send(
+                sub.subscriber_sid,
+                rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=[speaker])),
+            )
+        if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled):
+            # Settings that came before the binding (or survived an unbind).
+            fx.layers.append(
+                LayerChoice(sub.subscriber_sid, sub.track_sid, sub.layer, sub.disabled)
+            )
+        if pub is not None:
+            self._dynacast(fx, pub)
+
+    def _dynacast(self, fx: Effects, pub: Publication) -> None:
+        """Tell a live video track's publisher which qualities anyone receives, when
+        that changed (dynacast: unused layers pause; all pause with nobody)."""
+        if not pub.live or pub.info.type != models.TrackType.VIDEO:
+            return
+        layers = subscribed_layers(
+            (s.layer, s.disabled)
+            for (_, track_sid), s in self.subscriptions.items()
+            if track_sid == pub.sid and s.bound
+        )
+        if layers == pub.dynacast or pub.publisher_sid not in self.participants:
+            return
+        pub.dynacast = layers
+        update = quality_update(pub.sid, pub.info.mime_type, layers)
+        fx.send(pub.publisher_sid, rtc.SignalResponse(subscribed_quality_update=update))
 
     def _subscription(self, subscriber: Participant, pub: Publication) -> Subscription:
         key = (subscriber.sid, pub.sid)
@@ -542,7 +581,7 @@ class Room:
                 disable_red=req.disable_red,
                 encryption=req.encryption,
                 stream=req.stream,
-                audio_features=req.audio_features,
+                audio_features=_audio_features(req),
                 backup_codec_policy=req.backup_codec_policy,
             )
             pub = Publication(info=info, cid=req.cid, publisher_sid=sid)
@@ -577,6 +616,7 @@ class Room:
                 sub = self._subscription(other, pub)
                 sub.available = True
                 self._reconcile(fx, sub)
+        self._dynacast(fx, pub)
         fx.events.append(self._event("track_published", participant=p.info(), track=pub.info))
         return pub, fx
 
@@ -621,6 +661,42 @@ class Room:
             fx.send(sid, rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted)))
         self._bump(p)
         self._broadcast_participant(fx, p)
+        return fx
+
+    def update_audio_track(self, sid: str, req: rtc.UpdateLocalAudioTrack) -> Effects:
+        """The publisher changed an audio track's features (the SDKs do when a
+        microphone's processing or stereo changes): the publication takes them, and
+        the ``stereo``/``disable_dtx`` flags follow; others are told if it is live.
+        An unknown track gets RequestResponse NOT_FOUND."""
+        fx = Effects()
+        p = self.participants.get(sid)
+        if p is None:
+            return fx
+        pub = p.publications.get(req.track_sid)
+        if pub is None or pub.info.type != models.TrackType.AUDIO:
+            fx.send(
+                sid,
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        reason=rtc.RequestResponse.Reason.NOT_FOUND,
+                        message="track not found",
+                        update_audio_track=req,
+                    )
+                ),
+            )
+            return fx
+        features = _known_features(req.features)
+        stereo = models.AudioTrackFeature.TF_STEREO in features
+        no_dtx = models.AudioTrackFeature.TF_NO_DTX in features
+        info = pub.info
+        if (list(info.audio_features), info.stereo, info.disable_dtx) == (features, stereo, no_dtx):
+            return fx
+        del info.audio_features[:]
+        info.audio_features.extend(features)
+        info.stereo, info.disable_dtx = stereo, no_dtx
+        if pub.live:
+            self._bump(p)
+            self._broadcast_participant(fx, p)
         return fx
 
     def update_own_metadata(self, sid: str, req: rtc.UpdateParticipantMetadata) -> Effects:
@@ -733,6 +809,29 @@ class Room:
             sub = self._subscription(p, pub)
             sub.desired = subscribe
             self._reconcile(fx, sub)
+        return fx
+
+    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> Effects:
+        """A subscriber's settings for tracks it receives: the layer it wants (by
+        quality or rendered size) or that it disabled them. The media plane follows
+        for bound tracks; video publishers hear what is still wanted (dynacast)."""
+        fx = Effects()
+        if sid not in self.participants:
+            return fx
+        layer = requested_layer(settings)
+        for track_sid in dict.fromkeys(
+            itertools.islice(settings.track_sids, MAX_TRACKS_PER_REQUEST)
+        ):
+            sub = self.subscriptions.get((sid, track_sid))
+            pub = self.find_publication(track_sid)
+            if sub is None or pub is None:
+                continue
+            if (sub.layer, sub.disabled) == (layer, settings.disabled):
+                continue
+            sub.layer, sub.disabled = layer, settings.disabled
+            if sub.bound:
+                fx.layers.append(LayerChoice(sid, track_sid, layer, settings.disabled))
+            self._dynacast(fx, pub)
         return fx
 
     def state_update(self, sid: str) -> Effects:
@@ -860,12 +959,124 @@ class Room:
             fx.send(other.sid, msg)
         return fx
 
+    # ---- media observations ------------------------------------------------------
+
+    def _received(self) -> dict[str, list[Publication]]:
+        """Per subscriber sid, the publications it receives (bound subscriptions), in
+        one pass over the subscriptions."""
+        tracks = {
+            pub.sid: pub for p in self.participants.values() for pub in p.publications.values()
+        }
+        received: dict[str, list[Publication]] = {}
+        for (sub_sid, track_sid), sub in self.subscriptions.items():
+            pub = tracks.get(track_sid)
+            if sub.bound and pub is not None:
+                received.setdefault(sub_sid, []).append(pub)
+        return received
+
+    def audio_levels(self, levels: Iterable[tuple[str, int, int, int]], now: float) -> Effects:
+        """The engine's level summaries (track sid, observed ms, active ms, loudest)
+        for this room's tracks, at ``now``: everyone hears of speakers that started,
+        changed or stopped among itself and those it subscribes to (SpeakersChanged),
+        as the reference."""
+        fx = Effects()
+        for track_sid, observed_ms, active_ms, loudest in levels:
+            self.speakers.observe(track_sid, LevelSummary(observed_ms, active_ms, loudest), now)
+        live = {sid for p in self.participants.values() for sid in p.publications}
+        self.speakers.forget([sid for sid in self.speakers.meters if sid not in live])
+        microphones = {
+            p.sid: [
+                pub.sid
+                for pub in p.publications.values()
+                if pub.live
+                and not pub.info.muted
+                and pub.info.source == models.TrackSource.MICROPHONE
+            ]
+            for p in self.participants.values()
+            if not p.hidden
+        }
+        changes = self.speakers.changes(microphones, now)
+        if not changes:
+            return fx
+        received = self._received()
+        for p in self.participants.values():
+            scope = {pub.publisher_sid for pub in received.get(p.sid, ())} | {p.sid}
+            mine = [s for s in changes if s.sid in scope]
+            if mine:
+                fx.send(
+                    p.sid,
+                    rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=mine)),
+                )
+        return fx
+
+    def link_stats(self, samples: Iterable[tuple[str, bool, LinkSample]], now: float) -> Effects:
+        """The engine's link reports (participant sid, of its subscriber peer, sample)
+        for this room, at ``now``. At the end of each scoring window, if anyone's
+        quality is new or changed, every active participant gets a
+        ConnectionQualityUpdate with its own and its publishers' qualities."""
+        fx = Effects()
+        for sid, subscriber, sample in samples:
+            if sid in self.participants:
+                self.quality.observe(sid, subscriber, sample)
+        for sid in {k[0] for k in self.quality.scorers} - self.participants.keys():
+            self.quality.forget(sid)
+        if not self.quality.window_due(now):
+            return fx
+        active = [
+            p.sid
+            for p in self.participants.values()
+            if p.state is ParticipantState.ACTIVE and not p.hidden
+        ]
+        received = self._received()
+        weights = {}
+        for sid in active:
+            # The reference weighs loss by codec: video if the participant sends or
+            # receives any, else Opus.
+            pubs = [x for x in self.participants[sid].publications.values() if x.live]
+            pubs += received.get(sid, [])
+            video = any(x.info.type == models.TrackType.VIDEO for x in pubs)
+            weights[sid] = VIDEO_LOSS_WEIGHT if video else AUDIO_LOSS_WEIGHT
+        infos = self.quality.tick(now, active, weights)
+        if not infos:
+            return fx
+        for sid in active:
+            publishers = dict.fromkeys(pub.publisher_sid for pub in received.get(sid, ()))
+            updates = [infos[sid]]
+            updates += [infos[o] for o in publishers if o in infos and o != sid]
+            fx.send(
+                sid,
+                rtc.SignalResponse(connection_quality=rtc.ConnectionQualityUpdate(updates=updates)),
+            )
+        return fx
+
     @property
     def has_batched_updates(self) -> bool:
         return bool(self._batched)
 
     def started_event(self) -> webhook.WebhookEvent:
         return self._event("room_started")
+
+
+_KNOWN_FEATURES = {
+    int(v): cast("models.AudioTrackFeature", v) for v in models.AudioTrackFeature.values()
+}
+
+
+def _known_features(features: Iterable[int]) -> list[models.AudioTrackFeature]:
+    """Each known feature once, in order: a client's list of a million unknown values
+    must not become every subscriber's TrackInfo."""
+    return [_KNOWN_FEATURES[f] for f in dict.fromkeys(features) if f in _KNOWN_FEATURES]
+
+
+def _audio_features(req: rtc.AddTrackRequest) -> list[models.AudioTrackFeature]:
+    """The request's audio features, with its older ``stereo`` and ``disable_dtx``
+    flags folded in (as the reference), each once."""
+    features = _known_features(req.audio_features)
+    if req.stereo and models.AudioTrackFeature.TF_STEREO not in features:
+        features.append(models.AudioTrackFeature.TF_STEREO)
+    if req.disable_dtx and models.AudioTrackFeature.TF_NO_DTX not in features:
+        features.append(models.AudioTrackFeature.TF_NO_DTX)
+    return features
 
 
 def _may_transcribe(sender: Participant, transcription: models.Transcription) -> bool:

@@ -34,6 +34,10 @@ class Subscription:
     available: bool = False
     bound: bool = False
     """Invariant: bound implies the last reconcile saw desired, allowed and available."""
+    layer: int = 2
+    """Simulcast layer the subscriber asked for (0 LOW .. 2 HIGH, UpdateTrackSettings)."""
+    disabled: bool = False
+    """The subscriber disabled the track (UpdateTrackSettings): nothing is forwarded."""
 
     @property
     def wanted(self) -> bool:

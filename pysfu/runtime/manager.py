@@ -546,6 +546,8 @@ class RoomManager:
                 self._unregister(sid)
         if fx.bindings:
             self.media.apply_bindings(fx.bindings)
+        if fx.layers:
+            self.media.apply_layers(fx.layers)
         if fx.mutes:
             self.media.apply_mutes(fx.mutes)
         if fx.data:

@@ -13,7 +13,7 @@ from typing import Protocol
 from livekit.protocol import rtc
 from livekit.protocol.webhook import WebhookEvent
 
-from ..rtc.effects import Binding, DataDelivery, Mute
+from ..rtc.effects import Binding, DataDelivery, LayerChoice, Mute
 from ..rtc.room import Room
 
 
@@ -43,7 +43,9 @@ class MediaPlane(Protocol):
 
     def trickle(self, sid: str, trickle: rtc.TrickleRequest) -> None: ...
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None: ...
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
+        """What each subscriber receives of bound tracks: layer, or nothing."""
+        ...
 
     def apply_bindings(self, bindings: list[Binding]) -> None: ...
 
@@ -79,7 +81,7 @@ class NullMediaPlane:
     def trickle(self, sid: str, trickle: rtc.TrickleRequest) -> None:
         pass
 
-    def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> None:
+    def apply_layers(self, layers: list[LayerChoice]) -> None:
         pass
 
     def apply_bindings(self, bindings: list[Binding]) -> None:

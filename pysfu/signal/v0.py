@@ -68,25 +68,35 @@ def _mute(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.Sign
     manager.apply(room, room.set_muted(s.sid, req.mute.sid, req.mute.muted, by_server=False))
 
 
+def _subscribe(
+    manager: RoomManager, room: Room, sid: str, sub: rtc.UpdateSubscription, *, quiet: bool
+) -> None:
+    fx = room.update_subscription(
+        sid,
+        track_sids=sub.track_sids,
+        subscribe=sub.subscribe,
+        participant_tracks=sub.participant_tracks,
+        quiet=quiet,
+    )
+    manager.apply(room, fx)
+
+
 def _subscription(
     manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
 ) -> None:
-    sub = req.subscription
-    manager.apply(
-        room,
-        room.update_subscription(
-            s.sid,
-            track_sids=sub.track_sids,
-            subscribe=sub.subscribe,
-            participant_tracks=sub.participant_tracks,
-        ),
-    )
+    _subscribe(manager, room, s.sid, req.subscription, quiet=False)
 
 
 def _track_setting(
     manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
 ) -> None:
-    manager.media.track_settings(s.sid, req.track_setting)
+    manager.apply(room, room.track_settings(s.sid, req.track_setting))
+
+
+def _update_audio_track(
+    manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest
+) -> None:
+    manager.apply(room, room.update_audio_track(s.sid, req.update_audio_track))
 
 
 def _leave(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest) -> None:
@@ -114,17 +124,7 @@ def _sync_state(
     applied again (anything it changed while away), the rest the server still has."""
     sync = req.sync_state
     if sync.HasField("subscription") and sync.subscription.track_sids:
-        sub = sync.subscription
-        manager.apply(
-            room,
-            room.update_subscription(
-                s.sid,
-                track_sids=sub.track_sids,
-                subscribe=sub.subscribe,
-                participant_tracks=sub.participant_tracks,
-                quiet=True,
-            ),
-        )
+        _subscribe(manager, room, s.sid, sync.subscription, quiet=True)
 
 
 def _ping(manager: RoomManager, room: Room, s: ParticipantSession, req: rtc.SignalRequest) -> None:
@@ -152,6 +152,7 @@ HANDLERS: dict[str, Handler] = {
     "mute": _mute,
     "subscription": _subscription,
     "track_setting": _track_setting,
+    "update_audio_track": _update_audio_track,
     "leave": _leave,
     "update_metadata": _update_metadata,
     "subscription_permission": _subscription_permission,

@@ -13,13 +13,18 @@ use str0m::crypto::dtls::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
 use crate::demux::{Demux, Drop, Route, Transport};
 use crate::error::{EngineError, Result};
 use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
+use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
+use crate::router::allocator::allocate;
+use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
+use crate::router::forwarder::{Decision, Packet};
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
 use crate::{Counters, PeerKey};
@@ -45,6 +50,10 @@ impl OfferPlan {
         self.directions.is_empty() && self.to_add.is_empty()
     }
 }
+
+/// A subscriber's bandwidth estimate starts here (str0m then follows TWCC
+/// feedback): high enough that a local link never starts capped.
+pub const INITIAL_BWE: Bitrate = Bitrate::kbps(2_500);
 
 /// Drop summaries are logged at most this often: the port is public, and a log
 /// line per junk datagram would cost more than the datagram.
@@ -95,6 +104,16 @@ pub struct Core<S: Sink> {
     drop_logged_at: Option<Instant>,
     drops_since_log: u64,
     ice_grace: Duration,
+    /// Next `AudioLevels` event; whether the last one had levels (one empty
+    /// event follows the last, so the control plane sees speech end).
+    levels_due: Option<Instant>,
+    levels_reported: bool,
+    /// Next `LinkStats` event.
+    links_due: Option<Instant>,
+    /// When layer bitrates were last measured.
+    measured_at: Option<Instant>,
+    /// Subscriber peers get bandwidth estimation (see `set_bandwidth_estimation`).
+    bwe: bool,
 }
 
 impl<S: Sink> Core<S> {
@@ -129,6 +148,11 @@ impl<S: Sink> Core<S> {
             drop_logged_at: None,
             drops_since_log: 0,
             ice_grace: ICE_DISCONNECTED_GRACE,
+            levels_due: None,
+            levels_reported: false,
+            links_due: None,
+            measured_at: None,
+            bwe: false,
         }
     }
 
@@ -137,6 +161,12 @@ impl<S: Sink> Core<S> {
     /// a resume window sets this to at least that window.
     pub fn set_ice_disconnected_grace(&mut self, grace: Duration) {
         self.ice_grace = grace;
+    }
+
+    /// Whether subscriber peers added from now on estimate their bandwidth (TWCC)
+    /// and have their video layers chosen within it (`allocate`).
+    pub fn set_bandwidth_estimation(&mut self, on: bool) {
+        self.bwe = on;
     }
 
     /// Where datagrams go.
@@ -229,7 +259,8 @@ impl<S: Sink> Core<S> {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
-            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics.
+            // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics, and
+            // each peer's link stats for connection quality (LinkStats).
             .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL));
         if let Some(cert) = &self.cert {
             cfg = cfg.set_dtls_cert(cert.clone());
@@ -290,7 +321,12 @@ impl<S: Sink> Core<S> {
         if self.names.contains_key(peer_id) {
             return Err(EngineError::PeerExists(peer_id.to_string()));
         }
-        let mut rtc = self.rtc_config().build(now);
+        let mut cfg = self.rtc_config();
+        if role == Role::Subscriber && self.bwe {
+            // Per-subscriber bandwidth estimation feeds the layer allocator.
+            cfg = cfg.enable_bwe(Some(INITIAL_BWE));
+        }
+        let mut rtc = cfg.build(now);
         for candidate in self.host_candidates()? {
             rtc.add_local_candidate(candidate);
         }
@@ -608,10 +644,11 @@ impl<S: Sink> Core<S> {
             layers: Vec::new(),
             downs: Vec::new(),
             codecs,
+            level: (kind == MediaKind::Audio).then(|| LevelMeter::new(48_000)),
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
-            track.saw_layer(rid, ssrc, now);
+            track.saw_layer(rid, ssrc, 0, now);
         }
         self.router.publish(track);
         Ok(())
@@ -777,6 +814,31 @@ impl<S: Sink> Core<S> {
         Ok(())
     }
 
+    /// Stop (or resume) forwarding a track to one subscriber without renegotiating:
+    /// a client that hides a video disables it. Resuming waits for a keyframe.
+    pub fn set_disabled(&mut self, subscriber: &str, track_id: &str, disabled: bool, now: Instant) -> Result<()> {
+        let sub = self.key_of(subscriber)?;
+        let tk = self
+            .router
+            .key_of(track_id)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) else {
+            return Err(EngineError::UnknownTrack(track_id.to_string()));
+        };
+        if d.disabled == disabled {
+            return Ok(());
+        }
+        d.disabled = disabled;
+        d.pause();
+        let quality = d.quality;
+        let rid = track.select_rid(quality, now);
+        if let (false, Some(rid)) = (disabled, rid) {
+            self.request_keyframe_for(tk, rid, now);
+        }
+        Ok(())
+    }
+
     /// Send a message on the peer's `_reliable` or `_lossy` channel.
     pub fn send_data(&mut self, peer_id: &str, reliable: bool, payload: &[u8], now: Instant) -> Result<()> {
         let peer = self.peer_mut(peer_id)?;
@@ -929,9 +991,79 @@ impl<S: Sink> Core<S> {
         }
     }
 
+    /// Control-plane summaries that are due: audio levels, link stats.
+    fn report(&mut self, now: Instant) {
+        if self.levels_due.is_none_or(|t| t <= now) {
+            self.levels_due = Some(now + LEVEL_INTERVAL);
+            let has_audio = self.router.tracks.values().any(|t| t.level.is_some());
+            let levels: Vec<_> = self
+                .router
+                .tracks
+                .values_mut()
+                .filter_map(|t| Some((t.id.clone(), t.level.as_mut()?.take()?)))
+                .collect();
+            if has_audio || self.levels_reported {
+                self.levels_reported = has_audio;
+                self.events.push(MediaEvent::AudioLevels { levels });
+            }
+        }
+        if self.links_due.is_none_or(|t| t <= now) {
+            self.links_due = Some(now + LINK_STATS_INTERVAL);
+            self.allocate(now);
+            let links: Vec<_> = self
+                .peers
+                .values_mut()
+                .filter(|p| !p.closed)
+                .filter_map(|p| Some((p.id.clone(), p.link.take()?)))
+                .collect();
+            if !links.is_empty() {
+                self.events.push(MediaEvent::LinkStats { links });
+            }
+        }
+    }
+
+    /// Measure layer bitrates and choose, per subscriber with a bandwidth estimate,
+    /// the layer cap of each of its video down tracks (`router::allocator`); tell
+    /// str0m what the subscriber would take, so that it probes towards it.
+    fn allocate(&mut self, now: Instant) {
+        let elapsed = self.measured_at.map_or(LINK_STATS_INTERVAL, |t| now.saturating_duration_since(t));
+        self.measured_at = Some(now);
+        for t in self.router.tracks.values_mut() {
+            t.measure(elapsed);
+        }
+        let Core { peers, router, .. } = self;
+        for peer in peers.values_mut().filter(|p| p.role == Role::Subscriber && !p.closed) {
+            let Some(estimate) = peer.bwe_bps else { continue };
+            let key = peer.key;
+            let mut downs = Vec::new();
+            let mut demands = Vec::new();
+            for (tk, t) in router.tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video && !t.muted) {
+                for (i, d) in t.downs.iter().enumerate() {
+                    if d.sub == key && d.active && !d.disabled {
+                        downs.push((*tk, i));
+                        demands.push(t.demand(d.quality, now));
+                    }
+                }
+            }
+            if demands.is_empty() {
+                continue;
+            }
+            let caps = allocate(estimate, &demands);
+            for ((tk, i), cap) in downs.into_iter().zip(caps) {
+                if let Some(d) = router.tracks.get_mut(&tk).and_then(|t| t.downs.get_mut(i)) {
+                    d.cap = cap;
+                }
+            }
+            let wanted: u64 = demands.iter().map(|d| d.wanted_bps()).sum();
+            let desired = Bitrate::bps((wanted as f64 / crate::router::allocator::VIDEO_SHARE) as u64);
+            peer.rtc.bwe().set_bitrate(Bitrate::ZERO, desired);
+        }
+    }
+
     /// Give due peers their timeout (and flush forwarded RTP).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.flush(now);
+        self.report(now);
         let due: Vec<PeerKey> = self
             .peers
             .values()
@@ -1042,20 +1174,33 @@ impl<S: Sink> Core<S> {
                         .tracks
                         .get(&tk)
                         .and_then(|t| t.downs.iter().find(|d| d.sub == key))
-                        .filter(|d| d.rewriter.started())
-                        .map(|d| d.current_rid);
+                        .and_then(|d| d.fwd.current());
                     if let Some(rid) = rid {
                         self.request_keyframe_for(tk, rid, now);
                     }
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.bwe_bps = can_probe.then(|| estimate.as_u64());
+                }
+            }
             // Egress: what subscribers asked of us; ingress: what we asked publishers.
+            // Both also feed the peer's link stats (connection quality).
             Event::MediaEgressStats(st) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    let clock = clock_rate(&p.rtc, st.mid);
+                    p.link.egress(&st, clock);
+                }
                 let counts = [st.firs, st.plis, st.nacks, st.packets];
                 let lost = Loss::Reported(st.remote.as_ref().map(|r| r.packets_lost));
                 self.count_feedback(key, st.mid, st.rid, true, counts, lost)
             }
             Event::MediaIngressStats(st) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    let clock = clock_rate(&p.rtc, st.mid);
+                    p.link.ingress(&st, clock);
+                }
                 let counts = [st.firs, st.plis, st.nacks, st.packets];
                 self.count_feedback(key, st.mid, st.rid, false, counts, Loss::Fraction(st.loss))
             }
@@ -1193,7 +1338,10 @@ impl<S: Sink> Core<S> {
 
         let Core { router, peers, counters, dirty, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
-        track.saw_layer(rid, ssrc, now);
+        track.saw_layer(rid, ssrc, pkt.payload.len(), now);
+        if let Some(meter) = track.level.as_mut() {
+            meter.observe(pkt.header.ext_vals.audio_level, pkt.header.timestamp);
+        }
         if track.muted || track.downs.is_empty() {
             return;
         }
@@ -1214,39 +1362,39 @@ impl<S: Sink> Core<S> {
             ..Default::default()
         };
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
+        let packet = Packet {
+            ssrc,
+            rid,
+            seq: in_seq,
+            ts: in_ts,
+            needs_keyframe: video && codec.needs_keyframe(),
+            keyframe,
+        };
 
         // Layer choice depends only on the requested quality: three answers per packet.
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
         for d in track.downs.iter_mut() {
-            let wanted = wanted_by_quality[usize::from(d.quality.min(2))];
-            if !d.active || d.mid.is_none() {
+            let wanted = wanted_by_quality[usize::from(d.quality.min(d.cap).min(2))];
+            if !d.active || d.disabled || d.mid.is_none() {
                 continue;
             }
-            let on_current = d.rewriter.started() && d.current_ssrc == Some(ssrc);
-            if !on_current {
-                if wanted != Some(rid) {
-                    continue;
-                }
-                // Start, resume or switch layer: only where a decoder can start.
-                if video && codec.needs_keyframe() && !keyframe {
+            let desc = vp8.as_ref().map(|desc| (desc, &pkt.payload[..]));
+            let (out_seq, out_ts) = match d.fwd.decide(&packet, wanted, desc, now) {
+                Decision::Drop => continue,
+                Decision::WaitKeyframe(rid) => {
                     want_keyframe.push(rid);
                     continue;
                 }
-                d.rewriter.switch(in_seq, in_ts, now);
-                if let Some(desc) = &vp8 {
-                    d.vp8.switch(desc, &pkt.payload);
+                Decision::Stale => {
+                    counters.rtp_dropped += 1;
+                    continue;
                 }
-                d.current_rid = rid;
-                d.current_ssrc = Some(ssrc);
-            } else if wanted.is_some() && wanted != Some(rid) {
-                // Keep sending this layer until the wanted one has a keyframe.
-                if let Some(w) = wanted {
-                    want_keyframe.push(w);
+                Decision::Forward { seq, ts, switch_to, .. } => {
+                    // A pending switch: this layer goes on until the wanted one
+                    // has a keyframe.
+                    want_keyframe.extend(switch_to);
+                    (seq, ts)
                 }
-            }
-            let Some((out_seq, out_ts)) = d.rewriter.map(in_seq, in_ts, now) else {
-                counters.rtp_dropped += 1;
-                continue;
             };
             let Some(sub) = peers.get_mut(&d.sub) else { continue };
             if sub.closed {
@@ -1281,7 +1429,7 @@ impl<S: Sink> Core<S> {
                 .marker(pkt.header.marker)
                 .ext_vals(ext.clone())
                 .nackable(video);
-            if let Some(patch) = vp8.as_ref().and_then(|desc| d.vp8.map(desc, &pkt.payload)) {
+            if let Some(patch) = vp8.as_ref().and_then(|desc| d.fwd.vp8_patch(desc, &pkt.payload)) {
                 write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);
@@ -1299,6 +1447,14 @@ impl<S: Sink> Core<S> {
             seen.push(rid);
             self.request_keyframe_for(tk, rid, now);
         }
+    }
+}
+
+/// RTP clock rate of an m-line: 48 kHz audio (Opus), 90 kHz video.
+fn clock_rate(rtc: &Rtc, mid: Mid) -> u32 {
+    match rtc.media(mid).map(|m| m.kind()) {
+        Some(MediaKind::Audio) => 48_000,
+        _ => 90_000,
     }
 }
 

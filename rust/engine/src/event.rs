@@ -6,8 +6,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::link_stats::LinkStat;
+use crate::router::audio::LevelSummary;
+
 /// Something the control plane must learn about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum MediaEvent {
     /// ICE and DTLS are up for this peer.
@@ -33,6 +36,13 @@ pub enum MediaEvent {
         reliable: bool,
         payload: Vec<u8>,
     },
+    /// Every `router::audio::LEVEL_INTERVAL` while audio tracks exist (and once
+    /// more after the last one went): each audio track's level summary since the
+    /// last event (tracks whose packets carried no level are left out).
+    AudioLevels { levels: Vec<(String, LevelSummary)> },
+    /// Every `link_stats::LINK_STATS_INTERVAL`: each peer's link since the last
+    /// event (peers without stream stats are left out).
+    LinkStats { links: Vec<(String, LinkStat)> },
 }
 
 /// Events beyond this many are dropped (counted in `events_dropped`) so a

@@ -28,9 +28,15 @@
 //! candidate (`net::tcp`, RFC 4571); demux keys paths by (transport, address).
 //!
 //! # Out of scope (for now)
-//! TURN, dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
-//! layer switches (VP8's is done), RED, bandwidth-driven layer selection (dynacast),
-//! multi-threaded sharding.
+//! TURN (the control plane runs it: pysfu/media/turn.py), dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
+//! layer switches (VP8's is done), RED, pausing down tracks that do not fit the
+//! bandwidth estimate, multi-threaded sharding.
+//!
+//! # Quality
+//! `router::forwarder` decides per packet and down track; `router::allocator` caps
+//! each subscriber's layers within its TWCC estimate (when
+//! `EngineConfig::bandwidth_estimation`); `router::audio` and `link_stats` summarise
+//! levels and links for the control plane (`AudioLevels`, `LinkStats` events).
 pub mod batch;
 pub mod core;
 pub mod demux;
@@ -41,6 +47,7 @@ pub mod event;
 pub mod fuzz;
 pub mod keyframe;
 pub mod net;
+pub mod link_stats;
 pub mod peer;
 pub mod pump;
 #[cfg(test)]
@@ -121,6 +128,10 @@ pub struct EngineConfig {
     /// ICE-TCP port (passive host candidates); `Some(0)` picks an ephemeral one,
     /// `None` offers UDP only.
     pub tcp_port: Option<u16>,
+    /// Per-subscriber bandwidth estimation (TWCC) and bandwidth-driven layer
+    /// choice. Off by default: str0m then paces every subscriber's media to its
+    /// estimate, which costs CPU per packet (docs/performance.md).
+    pub bandwidth_estimation: bool,
 }
 
 impl EngineConfig {
@@ -133,6 +144,7 @@ impl EngineConfig {
             ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE,
             advertise_ips: Vec::new(),
             tcp_port: None,
+            bandwidth_estimation: false,
         }
     }
 }
@@ -206,6 +218,7 @@ impl Engine {
         let mut core = Core::new(sink, local_addr);
         core.set_addresses(udp_addrs.clone(), tcp_addrs.clone());
         core.set_ice_disconnected_grace(config.ice_disconnected_grace);
+        core.set_bandwidth_estimation(config.bandwidth_estimation);
         let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
         let q = queue.clone();
         let thread = std::thread::Builder::new()
@@ -358,6 +371,12 @@ impl Engine {
     pub fn set_layer(&self, subscriber: &str, track_id: &str, quality: i64) -> Result<()> {
         let (s, t) = (subscriber.to_string(), track_id.to_string());
         self.call(move |c, now| c.set_layer(&s, &t, quality, now))
+    }
+
+    /// Disable or enable one subscriber's forwarding of a track.
+    pub fn set_disabled(&self, subscriber: &str, track_id: &str, disabled: bool) -> Result<()> {
+        let (s, t) = (subscriber.to_string(), track_id.to_string());
+        self.call(move |c, now| c.set_disabled(&s, &t, disabled, now))
     }
 
     /// Send on a data channel.

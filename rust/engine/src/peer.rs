@@ -9,6 +9,7 @@ use str0m::media::{Mid, Rid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, Output, Rtc};
 
+use crate::link_stats::LinkAcc;
 use crate::router::TrackKey;
 use crate::PeerKey;
 
@@ -81,6 +82,10 @@ pub struct Peer {
     pub rx_ssrc: HashMap<Ssrc, (Mid, Option<Rid>)>,
     /// Subscriber: m-lines whose track went away, to turn inactive in the next offer.
     pub orphan_mids: Vec<Mid>,
+    /// Stream stats since the last `LinkStats` event.
+    pub link: LinkAcc,
+    /// Subscriber: str0m's egress bandwidth estimate (TWCC), bit/s, while it can probe.
+    pub bwe_bps: Option<u64>,
 }
 
 impl Peer {
@@ -113,6 +118,8 @@ impl Peer {
             arrived: HashSet::new(),
             rx_ssrc: HashMap::new(),
             orphan_mids: Vec::new(),
+            link: LinkAcc::default(),
+            bwe_bps: None,
         }
     }
 

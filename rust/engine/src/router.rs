@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
+pub mod allocator;
+pub mod audio;
+pub mod forwarder;
+
+use self::allocator::Demand;
+use self::audio::LevelMeter;
+use self::forwarder::Forwarder;
 use crate::keyframe::CodecKind;
-use crate::rewrite::{Rewriter, Vp8Rewriter};
 use crate::PeerKey;
 
 /// Index of a published track.
@@ -33,6 +39,10 @@ pub struct Layer {
     pub last_seen: Instant,
     pub paused: bool,
     pub last_keyframe_request: Option<Instant>,
+    /// Payload bytes since the last `measure`.
+    pub bytes: u64,
+    /// Bitrate over the last measuring interval (bit/s), once measured.
+    pub bitrate: Option<u64>,
 }
 
 impl Layer {
@@ -59,6 +69,8 @@ pub struct Track {
     pub downs: Vec<DownTrack>,
     /// Codec per incoming payload type, learnt from the publisher's negotiation.
     pub codecs: Vec<(Pt, CodecKind)>,
+    /// Audio tracks: levels since the last summary (see `audio`).
+    pub level: Option<LevelMeter>,
 }
 
 /// Forwarding state of one track towards one subscriber peer.
@@ -75,11 +87,14 @@ pub struct DownTrack {
     pub tx_ssrc: Option<Ssrc>,
     /// Requested quality 0..=2.
     pub quality: u8,
-    /// Layer currently forwarded (only meaningful when `rewriter.started()`).
-    pub current_rid: Option<Rid>,
-    pub current_ssrc: Option<Ssrc>,
-    pub rewriter: Rewriter,
-    pub vp8: Vp8Rewriter,
+    /// Highest quality the subscriber's bandwidth allows (the allocator's choice;
+    /// 2 until it has an estimate). Forwarded: `min(quality, cap)`.
+    pub cap: u8,
+    /// The subscriber disabled the track (UpdateTrackSettings.disabled: adaptive
+    /// stream hides video nobody looks at): nothing is sent, the m-line stays.
+    pub disabled: bool,
+    /// Forwarding state and output numbering (see `forwarder`).
+    pub fwd: Forwarder,
     /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated there).
     pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -96,10 +111,9 @@ impl DownTrack {
             generation: 0,
             tx_ssrc: None,
             quality: 2,
-            current_rid: None,
-            current_ssrc: None,
-            rewriter: Rewriter::new(clock, seed),
-            vp8: Vp8Rewriter::default(),
+            cap: 2,
+            disabled: false,
+            fwd: Forwarder::new(clock, seed),
             pt_map: Vec::new(),
         }
     }
@@ -117,18 +131,18 @@ impl DownTrack {
 
     /// Stop forwarding until the next switch point (keyframe for video).
     pub fn pause(&mut self) {
-        self.rewriter.stop();
-        self.current_ssrc = None;
+        self.fwd.stop();
     }
 }
 
 impl Track {
-    /// Record that a packet of layer (rid, ssrc) arrived.
-    pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, now: Instant) {
+    /// Record that a packet of layer (rid, ssrc) arrived, with `bytes` of payload.
+    pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, bytes: usize, now: Instant) {
         if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) {
             l.last_seen = now;
             l.ssrc = ssrc;
             l.paused = false;
+            l.bytes += bytes as u64;
         } else {
             self.layers.push(Layer {
                 rid,
@@ -136,8 +150,34 @@ impl Track {
                 last_seen: now,
                 paused: false,
                 last_keyframe_request: None,
+                bytes: bytes as u64,
+                bitrate: None,
             });
         }
+    }
+
+    /// Turn the bytes counted over the last `elapsed` into layer bitrates.
+    pub fn measure(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        for l in &mut self.layers {
+            l.bitrate = Some((l.bytes as f64 * 8.0 / secs) as u64);
+            l.bytes = 0;
+        }
+    }
+
+    /// What a subscriber asking for `requested` could take of this track now.
+    pub fn demand(&self, requested: u8, now: Instant) -> Demand {
+        let mut layers = [None; 3];
+        for l in &self.layers {
+            let live = !l.paused && now.saturating_duration_since(l.last_seen) < LAYER_STALE_AFTER;
+            if live {
+                layers[usize::from(l.quality())] = Some(l.bitrate.unwrap_or(0));
+            }
+        }
+        Demand { requested, layers }
     }
 
     /// The layer a subscriber asking for `quality` should get: the best live
@@ -226,6 +266,7 @@ mod tests {
             layers: Vec::new(),
             downs: Vec::new(),
             codecs: Vec::new(),
+            level: None,
         }
     }
 
@@ -235,7 +276,7 @@ mod tests {
         let mut t = track();
         assert_eq!(t.select_rid(2, now), None);
         for (i, rid) in QUALITY_RIDS.iter().enumerate() {
-            t.saw_layer(Some((*rid).into()), Ssrc::from(i as u32 + 1), now);
+            t.saw_layer(Some((*rid).into()), Ssrc::from(i as u32 + 1), 0, now);
         }
         assert_eq!(t.select_rid(2, now), Some(Some("f".into())));
         assert_eq!(t.select_rid(1, now), Some(Some("h".into())));
@@ -246,7 +287,7 @@ mod tests {
         // Only HIGH alive and LOW requested: lowest live layer.
         t.layers[2].paused = false;
         let later = now + LAYER_STALE_AFTER * 2;
-        t.saw_layer(Some("f".into()), Ssrc::from(3), later);
+        t.saw_layer(Some("f".into()), Ssrc::from(3), 0, later);
         assert_eq!(t.select_rid(0, later), Some(Some("f".into())));
     }
 
@@ -254,7 +295,7 @@ mod tests {
     fn keyframe_requests_are_throttled_per_layer() {
         let now = Instant::now();
         let mut t = track();
-        t.saw_layer(None, Ssrc::from(1), now);
+        t.saw_layer(None, Ssrc::from(1), 0, now);
         assert!(t.keyframe_request_due(None, now));
         assert!(!t.keyframe_request_due(None, now + Duration::from_millis(10)));
         assert!(t.keyframe_request_due(None, now + KEYFRAME_REQUEST_INTERVAL));

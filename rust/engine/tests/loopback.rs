@@ -116,14 +116,7 @@ fn setup() -> (World, Mid, ChannelId) {
 }
 
 fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
-    let engine = Engine::start(EngineConfig {
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        udp_port: 0,
-        advertise_ip: None,
-        advertise_ips: Vec::new(),
-        tcp_port: None,
-        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
-    })
+    let engine = Engine::start(EngineConfig::new("127.0.0.1".parse().unwrap()))
     .unwrap();
     engine.add_peer("pub", Role::Publisher).unwrap();
     engine.add_peer("sub", Role::Subscriber).unwrap();
@@ -480,14 +473,7 @@ fn resubscribe_uses_a_fresh_m_line() {
 #[test]
 fn a_backlog_drains_without_waiting_for_timers() {
     const BACKLOG: u64 = 5000;
-    let engine = Engine::start(EngineConfig {
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        udp_port: 0,
-        advertise_ip: None,
-        advertise_ips: Vec::new(),
-        tcp_port: None,
-        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
-    })
+    let engine = Engine::start(EngineConfig::new("127.0.0.1".parse().unwrap()))
     .unwrap();
     let target = engine.local_addr();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();

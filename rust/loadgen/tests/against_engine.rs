@@ -21,14 +21,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn publisher_media_reaches_subscribers_with_trailers_intact() {
-    let engine = Engine::start(EngineConfig {
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        udp_port: 0,
-        advertise_ip: None,
-        advertise_ips: Vec::new(),
-        tcp_port: None,
-        ice_disconnected_grace: pysfu_engine::core::ICE_DISCONNECTED_GRACE,
-    })
+    let engine = Engine::start(EngineConfig::new("127.0.0.1".parse().unwrap()))
     .unwrap();
     let gen = LoadGen::start("127.0.0.1".parse().unwrap()).unwrap();
 

@@ -135,6 +135,44 @@ impl DataReceived {
     }
 }
 
+/// Audio level summaries of every audio track since the last such event.
+#[pyclass(frozen, module = "pysfu._core")]
+struct AudioLevels {
+    /// (track id, observed ms, active ms, loudest level 0..=127).
+    #[pyo3(get)]
+    levels: Vec<(String, u32, u32, u8)>,
+}
+
+#[pymethods]
+impl AudioLevels {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "audio_levels"
+    }
+    fn __repr__(&self) -> String {
+        format!("AudioLevels(levels={:?})", self.levels)
+    }
+}
+
+/// Link stats of every peer with stream stats since the last such event.
+#[pyclass(frozen, module = "pysfu._core")]
+struct LinkStats {
+    /// (peer id, loss fraction or None, jitter ms, rtt ms or None).
+    #[pyo3(get)]
+    links: Vec<(String, Option<f32>, f32, Option<f32>)>,
+}
+
+#[pymethods]
+impl LinkStats {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "link_stats"
+    }
+    fn __repr__(&self) -> String {
+        format!("LinkStats(links={:?})", self.links)
+    }
+}
+
 fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
     Ok(match e {
         MediaEvent::PeerConnected { peer_id } => Py::new(py, PeerConnected { peer_id })?.into_any(),
@@ -148,6 +186,14 @@ fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
         .into_any(),
         MediaEvent::DataReceived { peer_id, reliable, payload } => {
             Py::new(py, DataReceived { peer_id, reliable, payload })?.into_any()
+        }
+        MediaEvent::AudioLevels { levels } => {
+            let levels = levels.into_iter().map(|(t, l)| (t, l.observed_ms, l.active_ms, l.loudest)).collect();
+            Py::new(py, AudioLevels { levels })?.into_any()
+        }
+        MediaEvent::LinkStats { links } => {
+            let links = links.into_iter().map(|(p, l)| (p, l.loss, l.jitter_ms, l.rtt_ms)).collect();
+            Py::new(py, LinkStats { links })?.into_any()
         }
         other => {
             return Err(PyValueError::new_err(format!("unexpected engine event {other:?}")));
@@ -164,13 +210,14 @@ struct MediaEngine {
 #[pymethods]
 impl MediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, advertise_ips = Vec::new(), tcp_port = None))]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, bandwidth_estimation = false, advertise_ips = Vec::new(), tcp_port = None))]
     fn new(
         py: Python<'_>,
         bind_ip: &str,
         udp_port: u16,
         advertise_ip: Option<&str>,
         ice_disconnected_grace: f64,
+        bandwidth_estimation: bool,
         advertise_ips: Vec<String>,
         tcp_port: Option<u16>,
     ) -> PyResult<Self> {
@@ -187,7 +234,15 @@ impl MediaEngine {
             .iter()
             .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("bad advertise_ips entry {a:?}"))))
             .collect::<PyResult<Vec<_>>>()?;
-        let config = EngineConfig { bind_ip, udp_port, advertise_ip, ice_disconnected_grace, advertise_ips, tcp_port };
+        let config = EngineConfig {
+            bind_ip,
+            udp_port,
+            advertise_ip,
+            ice_disconnected_grace,
+            bandwidth_estimation,
+            advertise_ips,
+            tcp_port,
+        };
         let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
         Ok(Self { engine })
     }
@@ -308,6 +363,12 @@ impl MediaEngine {
             .map_err(to_py)
     }
 
+    #[pyo3(signature = (*, subscriber, track_id, disabled))]
+    fn set_disabled(&self, py: Python<'_>, subscriber: &str, track_id: &str, disabled: bool) -> PyResult<()> {
+        py.allow_threads(|| self.engine.set_disabled(subscriber, track_id, disabled))
+            .map_err(to_py)
+    }
+
     #[pyo3(signature = (peer_id, *, reliable, payload))]
     fn send_data(&self, py: Python<'_>, peer_id: &str, reliable: bool, payload: Vec<u8>) -> PyResult<()> {
         py.allow_threads(|| self.engine.send_data(peer_id, reliable, payload))
@@ -356,5 +417,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PeerClosed>()?;
     m.add_class::<TrackArrived>()?;
     m.add_class::<DataReceived>()?;
+    m.add_class::<AudioLevels>()?;
+    m.add_class::<LinkStats>()?;
     Ok(())
 }

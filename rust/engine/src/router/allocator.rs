@@ -1,0 +1,99 @@
+//! Per-subscriber layer allocation: which simulcast layer of each video track a
+//! subscriber can take within its bandwidth estimate. Pure.
+//!
+//! As the reference's stream allocator, in spirit: every track first gets its
+//! lowest live layer, then tracks are raised one layer at a time, in turn, while
+//! the next layer fits the budget and does not exceed what the subscriber asked
+//! for. A track whose lowest layer does not fit still gets it (pausing with
+//! StreamStateUpdate is not done yet).
+
+/// Share of the estimate given to video: audio, RTCP and retransmissions need room.
+pub const VIDEO_SHARE: f64 = 0.85;
+
+/// What one video down track could take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    /// Highest layer the subscriber asked for (0 LOW .. 2 HIGH).
+    pub requested: u8,
+    /// Measured bitrate (bit/s) of each layer by quality; None where the layer is
+    /// not live.
+    pub layers: [Option<u64>; 3],
+}
+
+impl Demand {
+    fn lowest(&self) -> Option<u8> {
+        (0..3u8).find(|&q| self.layers[usize::from(q)].is_some())
+    }
+
+    /// The next live layer above `q`, up to the requested one.
+    fn next_above(&self, q: u8) -> Option<u8> {
+        (q + 1..=self.requested.min(2)).find(|&n| self.layers[usize::from(n)].is_some())
+    }
+
+    fn cost(&self, q: u8) -> u64 {
+        self.layers[usize::from(q)].unwrap_or(0)
+    }
+
+    /// Bitrate of everything the subscriber asked for (what probing aims at).
+    pub fn wanted_bps(&self) -> u64 {
+        (0..=self.requested.min(2)).rev().find_map(|q| self.layers[usize::from(q)]).unwrap_or(0)
+    }
+}
+
+/// The layer cap of each track (same order as `demands`) within `estimate_bps`.
+/// A track with no live layer keeps its request (nothing to choose between).
+pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<u8> {
+    let budget = (estimate_bps as f64 * VIDEO_SHARE) as u64;
+    let mut caps: Vec<Option<u8>> = demands.iter().map(Demand::lowest).collect();
+    let mut used: u64 = demands.iter().zip(&caps).map(|(d, c)| c.map_or(0, |q| d.cost(q))).sum();
+    loop {
+        let mut raised = false;
+        for (d, cap) in demands.iter().zip(caps.iter_mut()) {
+            let Some(q) = *cap else { continue };
+            let Some(next) = d.next_above(q) else { continue };
+            let extra = d.cost(next).saturating_sub(d.cost(q));
+            if used + extra <= budget {
+                used += extra;
+                *cap = Some(next);
+                raised = true;
+            }
+        }
+        if !raised {
+            break;
+        }
+    }
+    demands.iter().zip(caps).map(|(d, c)| c.unwrap_or(d.requested)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIMULCAST: [Option<u64>; 3] = [Some(150_000), Some(500_000), Some(1_500_000)];
+
+    #[test]
+    fn a_narrow_link_gets_the_lowest_layer_a_wide_one_the_requested() {
+        let d = Demand { requested: 2, layers: SIMULCAST };
+        assert_eq!(allocate(400_000, &[d]), vec![0]);
+        assert_eq!(allocate(700_000, &[d]), vec![1]);
+        assert_eq!(allocate(3_000_000, &[d]), vec![2]);
+        // Never above the request, whatever the estimate.
+        assert_eq!(allocate(3_000_000, &[Demand { requested: 1, ..d }]), vec![1]);
+        // Below even the lowest layer: the lowest layer still.
+        assert_eq!(allocate(10_000, &[d]), vec![0]);
+        assert_eq!(d.wanted_bps(), 1_500_000);
+    }
+
+    #[test]
+    fn tracks_are_raised_in_turn_and_missing_layers_skipped() {
+        let d = Demand { requested: 2, layers: SIMULCAST };
+        // Two tracks, 1.2 Mbit/s: both can have MEDIUM, neither HIGH.
+        assert_eq!(allocate(1_200_000, &[d, d]), vec![1, 1]);
+        // A track without a live MEDIUM jumps from LOW to HIGH when that fits.
+        let gappy = Demand { requested: 2, layers: [Some(150_000), None, Some(900_000)] };
+        assert_eq!(allocate(1_200_000, &[gappy]), vec![2]);
+        // A track with nothing live keeps its request.
+        let dry = Demand { requested: 1, layers: [None; 3] };
+        assert_eq!(allocate(100_000, &[dry, d]), vec![1, 0]);
+    }
+}
