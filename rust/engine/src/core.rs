@@ -112,7 +112,7 @@ pub struct Core<S: Sink> {
     links_due: Option<Instant>,
     /// When layer bitrates were last measured.
     measured_at: Option<Instant>,
-    /// Subscriber peers get bandwidth estimation (see `set_bandwidth_estimation`).
+    /// Peers get bandwidth estimation when on (see `set_bandwidth_estimation`).
     bwe: bool,
 }
 
@@ -322,8 +322,10 @@ impl<S: Sink> Core<S> {
             return Err(EngineError::PeerExists(peer_id.to_string()));
         }
         let mut cfg = self.rtc_config();
-        if role == Role::Subscriber && self.bwe {
-            // Per-subscriber bandwidth estimation feeds the layer allocator.
+        if self.bwe {
+            // Per-subscriber bandwidth estimation feeds the layer allocator. Every
+            // peer gets it: with /rtc/v1 one peer both publishes and subscribes, and a
+            // peer that forwards nothing is never asked to probe (see `allocate`).
             cfg = cfg.enable_bwe(Some(INITIAL_BWE));
         }
         let mut rtc = cfg.build(now);
@@ -1032,7 +1034,8 @@ impl<S: Sink> Core<S> {
             t.measure(elapsed);
         }
         let Core { peers, router, .. } = self;
-        for peer in peers.values_mut().filter(|p| p.role == Role::Subscriber && !p.closed) {
+        // Any role: a /rtc/v1 peer carries its subscriptions on the publisher peer.
+        for peer in peers.values_mut().filter(|p| !p.closed) {
             let Some(estimate) = peer.bwe_bps else { continue };
             let key = peer.key;
             let mut downs = Vec::new();
