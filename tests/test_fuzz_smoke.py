@@ -17,22 +17,10 @@ import sys
 
 import pytest
 
+from .fuzz_targets import FUZZ, TARGETS
+
 pytest.importorskip("atheris")
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-FUZZ = ROOT / "fuzz"
-TARGETS = [
-    "signal",
-    "jwt",
-    "twirp",
-    "config",
-    "http",
-    "agent",
-    "cluster",
-    "stun",
-    "join_request",
-    "turn",
-]
 SECONDS = int(os.environ.get("PYSFU_FUZZ_SECONDS", "15"))
 """Per target: ten targets stay around two and a half minutes of CI time together."""
 PER_INPUT_TIMEOUT_S = 20

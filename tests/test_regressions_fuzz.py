@@ -19,21 +19,8 @@ from pysfu.auth import AuthError, verify_token
 from pysfu.config import ConfigError, load_config
 
 from .conftest import RunningServer
+from .fuzz_targets import FUZZ, TARGETS
 from .signal_client import SignalClient, connect
-
-FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
-TARGETS = [
-    "signal",
-    "jwt",
-    "twirp",
-    "config",
-    "http",
-    "agent",
-    "cluster",
-    "stun",
-    "join_request",
-    "turn",
-]
 
 
 def _corpus() -> Iterator[tuple[str, pathlib.Path]]:

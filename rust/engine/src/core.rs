@@ -795,21 +795,23 @@ impl<S: Sink> Core<S> {
         Ok(())
     }
 
+    /// The track `track_id` and the index of `subscriber`'s down track of it.
+    fn down_track(&mut self, subscriber: &str, track_id: &str) -> Result<(TrackKey, &mut Track, usize)> {
+        let sub = self.key_of(subscriber)?;
+        let unknown = || EngineError::UnknownTrack(track_id.to_string());
+        let tk = self.router.key_of(track_id).ok_or_else(unknown)?;
+        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
+        let i = track.downs.iter().position(|d| d.sub == sub).ok_or_else(unknown)?;
+        Ok((tk, track, i))
+    }
+
     /// Choose the simulcast quality (0 LOW, 1 MEDIUM, 2 HIGH) for one subscriber.
     pub fn set_layer(&mut self, subscriber: &str, track_id: &str, quality: i64, now: Instant) -> Result<()> {
         if !(0..=2).contains(&quality) {
             return Err(EngineError::BadLayer(quality));
         }
-        let sub = self.key_of(subscriber)?;
-        let tk = self
-            .router
-            .key_of(track_id)
-            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
-        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
-        let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) else {
-            return Err(EngineError::UnknownTrack(track_id.to_string()));
-        };
-        d.quality = quality as u8;
+        let (tk, track, i) = self.down_track(subscriber, track_id)?;
+        track.downs[i].quality = quality as u8;
         if let Some(rid) = track.select_rid(quality as u8, now) {
             self.request_keyframe_for(tk, rid, now);
         }
@@ -819,15 +821,8 @@ impl<S: Sink> Core<S> {
     /// Stop (or resume) forwarding a track to one subscriber without renegotiating:
     /// a client that hides a video disables it. Resuming waits for a keyframe.
     pub fn set_disabled(&mut self, subscriber: &str, track_id: &str, disabled: bool, now: Instant) -> Result<()> {
-        let sub = self.key_of(subscriber)?;
-        let tk = self
-            .router
-            .key_of(track_id)
-            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
-        let track = self.router.tracks.get_mut(&tk).expect("key_of returned it");
-        let Some(d) = track.downs.iter_mut().find(|d| d.sub == sub) else {
-            return Err(EngineError::UnknownTrack(track_id.to_string()));
-        };
+        let (tk, track, i) = self.down_track(subscriber, track_id)?;
+        let d = &mut track.downs[i];
         if d.disabled == disabled {
             return Ok(());
         }
