@@ -1,6 +1,8 @@
 """Side-by-side reading of ``bench/results``: pysfu against the reference server.
 
-    python bench/compare.py            # Markdown tables on stdout
+    python bench/compare.py                                # per core, pysfu's generator
+    python bench/compare.py --framing machine              # bench/results/machine-pysfu
+    python bench/compare.py --framing core --generator lk  # bench/results/core-lk
 
 Reads the rows ``scenarios.py`` wrote for both servers and prints, per scenario, the
 largest load each held, the CPU each paid per forwarded packet at the largest load both
@@ -9,11 +11,14 @@ under 1 % of its packets, everyone joined, the median forwarding latency stayed 
 50 ms (a server that queues for seconds loses nothing yet serves no one), and it
 delivered at least 95 % of the per-subscriber packet rate of the scenario's smallest
 step (loss is counted against what publishers sent, so a publisher that never started
-would otherwise go unnoticed).
+would otherwise go unnoticed). Rows from ``lk load-test`` have no latency; for them a
+held step also has every subscriber on every track it expected, and the delivery check
+uses lk's received bitrate per subscriber.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -29,27 +34,43 @@ HELD_DELIVERY = 0.95
 Row = dict[str, Any]
 
 
-def load(server: str, scenario: str) -> list[Row]:
-    path = RESULTS / f"{server}-{scenario}.json"
-    return json.loads(path.read_text()) if path.exists() else []
+def results_dir(framing: str, generator: str, root: Path = RESULTS) -> Path:
+    """Where scenarios.py writes a framing and generator's rows (scenario_plan.py)."""
+    if framing == "core" and generator == "pysfu":
+        return root
+    return root / f"{framing}-{generator}"
 
 
-def per_subscriber_pps(rows: Sequence[Row]) -> float:
-    first = min(rows, key=lambda r: r["subscribers"])
-    return float(first["forwarded_pps"]) / first["subscribers"]
+def load(server: str, scenario: str, where: Path = RESULTS) -> list[Row]:
+    path = where / f"{server}-{scenario}.json"
+    rows: list[Row] = json.loads(path.read_text()) if path.exists() else []
+    return rows
+
+
+def from_lk(row: Row) -> bool:
+    return row.get("generator") == "lk"
+
+
+def delivered(row: Row) -> float:
+    """Per subscriber: packets/s (pysfu's generator) or received kbit/s (lk)."""
+    if from_lk(row):
+        return float(row.get("kbps_per_subscriber") or 0.0)
+    return float(row["forwarded_pps"]) / float(row["subscribers"])
 
 
 def held(row: Row, rows: Sequence[Row]) -> bool:
     loss, p50 = row.get("loss_pct"), row.get("latency_p50_ms")
-    owed = per_subscriber_pps(rows) * row["subscribers"]
-    return (
+    first = delivered(min(rows, key=lambda r: r["subscribers"]))
+    if not (
         row.get("joined") == row.get("participants")
         and loss is not None
         and loss < HELD_LOSS_PCT
-        and p50 is not None
-        and p50 < HELD_LATENCY_P50_MS
-        and row["forwarded_pps"] >= HELD_DELIVERY * owed
-    )
+        and delivered(row) >= HELD_DELIVERY * first
+    ):
+        return False
+    if from_lk(row):
+        return bool(row.get("tracks_subscribed") == row.get("tracks_expected"))
+    return p50 is not None and p50 < HELD_LATENCY_P50_MS
 
 
 def max_held(rows: Sequence[Row]) -> Row | None:
@@ -88,8 +109,8 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
-def scenario_rows(name: str) -> list[str]:
-    ours, ref = load("pysfu", name), load("ref", name)
+def scenario_rows(name: str, where: Path = RESULTS) -> list[str]:
+    ours, ref = load("pysfu", name, where), load("ref", name, where)
     top_ours, top_ref = max_held(ours), max_held(ref)
     lines = [f"### {name}", ""]
     if top_ours is None or top_ref is None:
@@ -141,8 +162,8 @@ def scenario_rows(name: str) -> list[str]:
     return lines
 
 
-def idle_rows() -> list[str]:
-    ours, ref = load("pysfu", "idle"), load("ref", "idle")
+def idle_rows(where: Path = RESULTS) -> list[str]:
+    ours, ref = load("pysfu", "idle", where), load("ref", "idle", where)
     if not ours or not ref:
         return []
     a, b = ours[-1], ref[-1]
@@ -159,11 +180,17 @@ def idle_rows() -> list[str]:
     ]
 
 
-def main() -> int:
-    lines: list[str] = []
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framing", choices=("core", "machine"), default="core")
+    parser.add_argument("--generator", choices=("pysfu", "lk"), default="pysfu")
+    parser.add_argument("--results", type=Path, help="read rows from here instead")
+    args = parser.parse_args(argv)
+    where = args.results or results_dir(args.framing, args.generator)
+    lines = [f"<!-- {where}: framing {args.framing}, generator {args.generator} -->", ""]
     for name in MEDIA_SCENARIOS:
-        lines += scenario_rows(name)
-    lines += idle_rows()
+        lines += scenario_rows(name, where)
+    lines += idle_rows(where)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -1,5 +1,6 @@
 //! Fan-out benchmark: one publisher, N subscribers, the engine core driven
-//! in-process (no sockets). See bench/README.md.
+//! in-process (no sockets); then the same load on one shard and on several
+//! (one thread each, relayed through the shard fabric). See bench/README.md.
 //!
 //! Set-up (ICE, DTLS, SCTP, negotiation) runs over an in-memory network with real
 //! str0m clients. Then the publisher's client pre-encrypts a burst of VP8 RTP
@@ -7,9 +8,11 @@
 //! seq/ts rewriting, per-subscriber SRTP encrypt and hand-off to the sink.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use pysfu_engine::shard::{Fabric, Inbox, ShardLink};
 use pysfu_engine::{Core, MediaEvent, Role, Sink};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -101,56 +104,100 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn run(subscribers: usize, packets: usize, batch: usize) {
+/// One shard of the benchmark: a core and the clients whose peers it holds (the
+/// publisher's client first on shard 0).
+struct Shard {
+    core: Core<MemSink>,
+    clients: Vec<Client>,
+}
+
+/// What one run measured.
+struct Measured {
+    forwarded: u64,
+    sent: u64,
+    wall: Duration,
+    /// CPU time of the publisher's shard thread.
+    cpu: Duration,
+}
+
+/// One publisher on shard 0, `subscribers` spread round-robin over `shards` cores
+/// (each on its own thread while measuring); the same pre-encrypted packets.
+fn run(subscribers: usize, shards: usize, packets: usize, batch: usize) -> Measured {
     let now = Instant::now();
     let engine_addr: SocketAddr = "10.0.0.1:7882".parse().unwrap();
-    let sink = MemSink { queue: VecDeque::new(), measuring: false, sent: 0, bytes: 0 };
-    let mut core = Core::new(sink, engine_addr);
-    let mut clients: Vec<Client> = (0..=subscribers)
-        .map(|i| Client::new(format!("10.0.1.{}:5000", i + 1).parse().unwrap(), now))
+    let fabric = Arc::new(Fabric::new((0..shards).map(|_| Inbox::new(None)).collect()));
+    let mut set: Vec<Shard> = (0..shards)
+        .map(|id| {
+            let sink = MemSink { queue: VecDeque::new(), measuring: false, sent: 0, bytes: 0 };
+            let mut core = Core::new(sink, engine_addr);
+            // BWE=1: subscribers estimate bandwidth (TWCC) and str0m paces them.
+            core.set_bandwidth_estimation(std::env::var("BWE").is_ok_and(|v| v == "1"));
+            if shards > 1 {
+                core.set_shard(ShardLink { id, fabric: fabric.clone() });
+            }
+            Shard { core, clients: Vec::new() }
+        })
         .collect();
 
     // Publisher: one VP8 video m-line.
+    let mut publisher = Client::new("10.0.1.1:5000".parse().unwrap(), now);
+    let core = &mut set[0].core;
     core.add_peer("pub", Role::Publisher, now).unwrap();
-    let mut api = clients[0].rtc.sdp_api();
+    let mut api = publisher.rtc.sdp_api();
     let mid: Mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("cid".into()), None);
     let (offer, pending) = api.apply().unwrap();
     let answer = core.accept_offer("pub", &offer.to_sdp_string(), now).unwrap();
-    clients[0]
+    publisher
         .rtc
         .sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
     core.publish_track("pub", &mid.to_string(), "TR_v", now).unwrap();
+    set[0].clients.push(publisher);
+    for id in 1..shards {
+        let export = set[0].core.follow_track("TR_v", id).unwrap();
+        set[id].core.mirror_track(export, now);
+    }
 
-    for (i, client) in clients.iter_mut().enumerate().skip(1) {
+    for i in 1..=subscribers {
+        let shard = &mut set[i % shards];
+        let mut client = Client::new(format!("10.0.{}.{}:5000", 2 + i / 250, 1 + i % 250).parse().unwrap(), now);
         let id = format!("sub{i}");
-        core.add_peer(&id, Role::Subscriber, now).unwrap();
-        core.subscribe(&id, "TR_v", "PA_p|TR_v", now).unwrap();
-        let offer = core.create_offer(&id, now).unwrap();
+        shard.core.add_peer(&id, Role::Subscriber, now).unwrap();
+        shard.core.subscribe(&id, "TR_v", "PA_p|TR_v", now).unwrap();
+        let offer = shard.core.create_offer(&id, now).unwrap();
         let answer = client
             .rtc
             .sdp_api()
             .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
             .unwrap();
-        core.accept_answer(&id, &answer.to_sdp_string(), now).unwrap();
+        shard.core.accept_answer(&id, &answer.to_sdp_string(), now).unwrap();
+        shard.clients.push(client);
     }
     let mut connected = 0;
     for _ in 0..3000 {
-        pump(&mut core, &mut clients, engine_addr, 1);
-        connected += core
-            .events
-            .drain(..)
-            .filter(|e| matches!(e, MediaEvent::PeerConnected { .. }))
-            .count();
+        for shard in set.iter_mut() {
+            pump(&mut shard.core, &mut shard.clients, engine_addr, 1);
+            connected += shard
+                .core
+                .events
+                .drain(..)
+                .filter(|e| matches!(e, MediaEvent::PeerConnected { .. }))
+                .count();
+            shard.core.outbox.clear();
+        }
         if connected == subscribers + 1 {
             break;
         }
     }
     assert_eq!(connected, subscribers + 1, "all peers connect");
+    for id in 0..shards {
+        fabric.inbox(id).take();
+    }
 
     // Pre-encrypt the publisher's packets: keyframe first, then deltas.
-    let pt = clients[0]
+    let pubc = &mut set[0].clients[0];
+    let pt = pubc
         .rtc
         .codec_config()
         .params()
@@ -158,8 +205,8 @@ fn run(subscribers: usize, packets: usize, batch: usize) {
         .find(|p| p.spec().codec == Codec::Vp8)
         .unwrap()
         .pt();
+    let pub_addr = pubc.addr;
     let mut datagrams = Vec::with_capacity(packets);
-    let pubc = &mut clients[0];
     for n in 0..packets {
         let mut payload = vec![0xAAu8; 1000];
         payload[0] = 0x10;
@@ -182,42 +229,107 @@ fn run(subscribers: usize, packets: usize, batch: usize) {
         }
     }
 
-    core.sink_mut().measuring = true;
-    let before = core.counters.rtp_forwarded;
-    let sent_before = core.sink_mut().sent;
-    let start = Instant::now();
-    let cpu_start = thread_cpu();
-    for burst in datagrams.chunks(batch) {
-        for d in burst {
-            core.handle_datagram(clients[0].addr, d, Instant::now());
+    let before: Vec<(u64, u64)> = set
+        .iter_mut()
+        .map(|s| {
+            s.core.sink_mut().measuring = true;
+            (s.core.counters.rtp_forwarded, s.core.sink_mut().sent)
+        })
+        .collect();
+    let done = AtomicBool::new(false);
+    let start_line = Barrier::new(shards);
+    let mut start = Instant::now();
+    let mut cpu = Duration::ZERO;
+    std::thread::scope(|scope| {
+        let (first, rest) = set.split_first_mut().unwrap();
+        for (i, shard) in rest.iter_mut().enumerate() {
+            let (done, fabric, start_line) = (&done, &fabric, &start_line);
+            scope.spawn(move || {
+                start_line.wait();
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let msgs = fabric.inbox(i + 1).take();
+                    if msgs.is_empty() {
+                        if finished {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let now = Instant::now();
+                    for m in msgs {
+                        shard.core.handle_cross(m, now);
+                    }
+                    shard.core.flush(now);
+                    shard.core.deliver_outbox();
+                }
+            });
         }
-        core.flush(Instant::now());
+        start_line.wait();
+        start = Instant::now();
+        let cpu_start = thread_cpu();
+        for burst in datagrams.chunks(batch) {
+            for d in burst {
+                first.core.handle_datagram(pub_addr, d, Instant::now());
+            }
+            first.core.flush(Instant::now());
+            first.core.deliver_outbox();
+        }
+        cpu = thread_cpu() - cpu_start;
+        done.store(true, Ordering::Release);
+    });
+    let wall = start.elapsed();
+    let (mut forwarded, mut sent) = (0, 0);
+    for (s, (f0, s0)) in set.iter_mut().zip(before) {
+        forwarded += s.core.counters.rtp_forwarded - f0;
+        sent += s.core.sink_mut().sent - s0;
     }
-    let elapsed = start.elapsed();
-    let cpu = thread_cpu() - cpu_start;
-    let forwarded = core.counters.rtp_forwarded - before;
-    let sent = core.sink_mut().sent - sent_before;
+    Measured { forwarded, sent, wall, cpu }
+}
+
+fn report(subscribers: usize, shards: usize, batch: usize, packets: usize, m: &Measured) {
     println!(
-        "subscribers={subscribers:3} batch={batch:2} in={:6} forwarded={forwarded:7} out={sent:7} \
-         wall={:6.0} ms cpu={:6.0} ms -> {:>7.0} pkt/s per CPU-second ({:>7.0} wall), {:5.0} ns CPU/pkt",
-        datagrams.len(),
-        elapsed.as_secs_f64() * 1e3,
-        cpu.as_secs_f64() * 1e3,
-        forwarded as f64 / cpu.as_secs_f64(),
-        forwarded as f64 / elapsed.as_secs_f64(),
-        cpu.as_nanos() as f64 / forwarded.max(1) as f64,
+        "subscribers={subscribers:3} shards={shards} batch={batch:2} in={packets:6} forwarded={:7} out={:7} \
+         wall={:6.0} ms -> {:>8.0} pkt/s wall; publisher shard cpu={:6.0} ms ({:5.0} ns CPU/pkt there)",
+        m.forwarded,
+        m.sent,
+        m.wall.as_secs_f64() * 1e3,
+        m.forwarded as f64 / m.wall.as_secs_f64(),
+        m.cpu.as_secs_f64() * 1e3,
+        m.cpu.as_nanos() as f64 / m.forwarded.max(1) as f64,
     );
 }
 
 fn main() {
-    // `cargo bench` passes --bench; other args select sizes: forward [N...]
+    // `cargo bench` passes --bench; other args select sizes: forward [N...].
+    // SHARDS (default: the cores available) sets the scaling comparison's count;
+    // PACKETS (default 20,000) the publisher's burst (small: set-up only, e.g. under
+    // a heap profiler).
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if args.is_empty() { vec![1, 10, 50] } else { args };
+    let sizes = if args.is_empty() { vec![1, 10, 50] } else { args.clone() };
     let batch: usize = std::env::var("BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(0);
     let batches = if batch == 0 { vec![1, 16] } else { vec![batch] };
-    for n in sizes {
+    let packets: usize = std::env::var("PACKETS").ok().and_then(|p| p.parse().ok()).unwrap_or(20_000);
+    for &n in &sizes {
         for &b in &batches {
-            run(n, 20_000, b);
+            report(n, 1, b, packets, &run(n, 1, packets, b));
         }
+    }
+    let shards: usize = std::env::var("SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(2);
+    let scaling = if args.is_empty() { vec![100] } else { args };
+    for n in scaling {
+        let one = run(n, 1, packets, 16);
+        let many = run(n, shards, packets, 16);
+        report(n, 1, 16, packets, &one);
+        report(n, shards, 16, packets, &many);
+        let rate = |m: &Measured| m.forwarded as f64 / m.wall.as_secs_f64();
+        println!(
+            "scaling: {shards} shards forward {:.2}x the packets per wall-clock second of one ({n} subscribers)",
+            rate(&many) / rate(&one)
+        );
     }
 }

@@ -16,6 +16,7 @@ __all__ = [
     "MediaError",
     "PeerClosed",
     "PeerConnected",
+    "StreamStateChanged",
     "TrackArrived",
     "core_version",
     "interface_addresses",
@@ -112,8 +113,29 @@ class LinkStats:
     @property
     def kind(self) -> Literal["link_stats"]: ...
 
+@final
+class StreamStateChanged:
+    """The bandwidth allocator paused a video track to a subscriber (its estimate
+    does not fit even the lowest layer; nothing is forwarded), or resumed it."""
+
+    @property
+    def peer_id(self) -> str:
+        """The subscriber's peer."""
+    @property
+    def track_id(self) -> str: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def kind(self) -> Literal["stream_state_changed"]: ...
+
 _MediaEvent: TypeAlias = (
-    PeerConnected | PeerClosed | TrackArrived | DataReceived | AudioLevels | LinkStats
+    PeerConnected
+    | PeerClosed
+    | TrackArrived
+    | DataReceived
+    | AudioLevels
+    | LinkStats
+    | StreamStateChanged
 )
 
 @final
@@ -131,9 +153,12 @@ class MediaEngine:
         udp_port: int = 7882,
         advertise_ip: str | None = None,
         ice_disconnected_grace: float = 10.0,
-        bandwidth_estimation: bool = False,
+        bandwidth_estimation: bool = True,
+        allow_pause: bool = False,
+        audio_nack: bool = True,
         advertise_ips: list[str] = ...,
         tcp_port: int | None = None,
+        workers: int = 1,
     ) -> MediaEngine:
         """Bind the UDP socket (port 0: ephemeral) and start the engine thread.
         ``advertise_ip`` is the address put in candidates (default: ``bind_ip``, or a
@@ -143,11 +168,17 @@ class MediaEngine:
         client's session through a resume window passes at least that window.
         ``bandwidth_estimation``: subscriber peers estimate their bandwidth (TWCC)
         and each one's simulcast layers are capped to fit it, stepping down on
-        congestion and probing back up (str0m then paces their media; off by default).
+        congestion and probing back up (str0m then paces their media; on by default).
+        ``allow_pause``: with it, video whose lowest layer does not fit is paused
+        (``StreamStateChanged``); without (the default), it keeps its lowest layer.
+        ``audio_nack``: Opus is negotiated with NACK, lost publisher audio is NACKed
+        and subscribers' audio NACKs are answered (on by default; it costs CPU on
+        every forwarded packet).
         ``advertise_ips``, when given, lists every address put in host candidates (it
         replaces ``advertise_ip``); a socket bound to a wildcard reports which one each
         datagram reached. ``tcp_port`` adds passive ICE-TCP host candidates on that
         port for every advertised address (0: ephemeral; None: UDP only).
+        ``workers``: engine threads (shards) sharing the UDP port; 0 = one per core.
         Raises MediaError if binding fails, ValueError for a negative or non-finite
         grace."""
     @property
@@ -163,8 +194,13 @@ class MediaEngine:
         ``trio.lowlevel.wait_readable``). ``drain_events`` clears it."""
     def drain_events(self) -> list[_MediaEvent]:
         """All pending events, oldest first. Never blocks."""
-    def add_peer(self, peer_id: str, *, subscriber: bool) -> None:
-        """Create a peer. MediaError if the id is taken."""
+    @property
+    def shards(self) -> int:
+        """Number of engine threads (shards)."""
+    def add_peer(self, peer_id: str, *, subscriber: bool, shard: int | None = None) -> None:
+        """Create a peer on ``shard`` (None: the one with the fewest peers). Its tracks
+        are homed there; subscribers elsewhere get them relayed. MediaError if the id
+        is taken or the shard does not exist."""
     def remove_peer(self, peer_id: str) -> None:
         """Close a peer, unpublish its tracks and drop its subscriptions. Idempotent."""
     def accept_offer(self, peer_id: str, sdp: str) -> str:
@@ -204,6 +240,13 @@ class MediaEngine:
         """Single PeerConnection (``/rtc/v1``): forward ``track_id`` on ``mid``, an
         m-line the client offered recvonly (answered sendonly). Each mid is used once;
         MediaError when it is unknown, of the other kind, not sending, or taken."""
+    def bind_many(self, items: list[tuple[str, str, str | None]]) -> list[str | None]:
+        """``(subscriber, track_id, stream_id)`` subscribes, ``(subscriber, track_id,
+        None)`` unsubscribes, in one round trip per shard and in order per subscriber.
+        Per item: None when done, else the error message (as MediaError would say)."""
+    def set_layers(self, items: list[tuple[str, str, int, bool]]) -> list[str | None]:
+        """``(subscriber, track_id, quality, disabled)`` per down track, one round trip
+        per shard. Per item: None when done, else the error message."""
     def unsubscribe(self, *, subscriber: str, track_id: str) -> None:
         """Stop forwarding at once; the m-line turns inactive on the next offer."""
     def set_muted(self, track_id: str, muted: bool) -> None:
@@ -222,7 +265,8 @@ class MediaEngine:
     def stats(self) -> dict[str, int]:
         """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
         keyframe_requests, nacks_in/out, plis_in/out, firs_in/out (RTCP feedback from
-        subscribers / to publishers), packets_lost_in/out (media lost from publishers,
+        subscribers / to publishers), audio_resent (audio packets sent again for a
+        subscriber's NACK), packets_lost_in/out (media lost from publishers,
         estimated / to subscribers, as reported), unroutable, bad_datagrams,
         send_errors, events_dropped;
         gauges: peers, tracks, addresses.

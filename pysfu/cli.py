@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP/WebSocket port (default 7880)")
     serve.add_argument("--udp-port", type=int, help="media UDP port (default 7882)")
     serve.add_argument("--tcp-port", type=int, help="ICE-over-TCP port (default 7881)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="media engine threads (rtc.workers; default 0 = one per CPU core)",
+    )
     serve.add_argument("--node-ip", help="IP address advertised to clients for media")
     serve.add_argument("--keys", help='API keys, "KEY: SECRET" (also env LIVEKIT_KEYS)')
     serve.add_argument("--config", help="YAML config file in livekit-server's layout")
@@ -106,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             udp_port=args.udp_port,
             tcp_port=args.tcp_port,
+            workers=args.workers,
             keys_flag=args.keys,
             node_ip=args.node_ip,
             env=os.environ,

@@ -10,6 +10,7 @@ configure pysfu, so an existing ``livekit.yaml`` keeps working:
     rtc:
       udp_port: 7882
       tcp_port: 7881                   # ICE over TCP; 0 = any free port
+      workers: 0                       # media engine threads; 0 = one per core
       node_ip: 203.0.113.7             # else: every usable interface address
       interfaces: {includes: [eth0]}   # or excludes; by interface name
       ips: {excludes: [10.0.0.0/8]}    # or includes; CIDR prefixes
@@ -58,6 +59,8 @@ DEFAULT_UDP_PORT = 7882
 """Single UDP port for all WebRTC media, livekit-server's default in dev mode."""
 DEFAULT_TCP_PORT = 7881
 """ICE-over-TCP port (passive host candidates), livekit-server's ``rtc.tcp_port``."""
+DEFAULT_SHARD_SPREAD_AFTER = 32
+"""Participants of one room on one engine shard before it spreads over the others."""
 DEFAULT_TURN_UDP_PORT = 3478
 """The embedded TURN server's UDP port, livekit-server's ``turn.udp_port`` default."""
 DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "global.stun.twilio.com:3478")
@@ -94,6 +97,8 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
             "use_external_ip",
             "stun_servers",
             "congestion_control",
+            "workers",
+            "audio_nack",
         }
     ),
     "room": frozenset(
@@ -236,9 +241,24 @@ class Config:
     """``redis:``: join the cluster of nodes sharing this Redis; None: a single node."""
     node_selector: NodeSelectorConfig = NodeSelectorConfig()
     """``node_selector:``: how a new room picks its node (cluster mode only)."""
-    congestion_control: bool = False
-    """``rtc.congestion_control``: estimate each subscriber's bandwidth and choose
-    its simulcast layers within it (off by default: it costs CPU per packet)."""
+    shard_spread_after: int = DEFAULT_SHARD_SPREAD_AFTER
+    """Participants of a room kept on one engine shard before it spreads over the
+    others (``pysfu.media.placement``). Not a YAML key: embedders and tests set it."""
+    workers: int = 0
+    """``rtc.workers`` (pysfu's own key; ``--workers``): media engine threads, each a
+    shard with its share of the peers behind the one UDP port; 0 = one per CPU core."""
+    congestion_control: bool = True
+    """``rtc.congestion_control`` (``.enabled``): estimate each subscriber's bandwidth
+    and choose its simulcast layers within it, as the reference does by default (it
+    costs CPU per forwarded packet: str0m paces each subscriber; docs/performance.md)."""
+    allow_pause: bool = False
+    """``rtc.congestion_control.allow_pause``: pause a subscriber's video whose lowest
+    layer does not fit its estimate (StreamStateUpdate PAUSED) instead of keeping
+    that layer; off, as the reference."""
+    audio_nack: bool = True
+    """``rtc.audio_nack``: negotiate NACK for Opus, NACK audio lost from publishers
+    and resend audio subscribers lost, as the reference. Costs engine CPU on every
+    forwarded packet (str0m copies each for the NACK lists; docs/performance.md)."""
 
     @property
     def webhook_secret(self) -> str | None:
@@ -257,6 +277,7 @@ def load_config(
     port: int | None = None,
     udp_port: int | None = None,
     tcp_port: int | None = None,
+    workers: int | None = None,
     keys_flag: str | None = None,
     node_ip: str | None = None,
     env: Mapping[str, str],
@@ -351,7 +372,9 @@ def load_config(
     )
 
     auto_create = _bool(room.get("auto_create", True), "room.auto_create")
-    congestion_control = _bool(rtc.get("congestion_control", False), "rtc.congestion_control")
+    congestion_control, allow_pause = _congestion_control(rtc.get("congestion_control"), warnings)
+    final_workers = _workers(workers if workers is not None else rtc.get("workers", 0))
+    audio_nack = _bool(rtc.get("audio_nack", True), "rtc.audio_nack")
     enable_remote_unmute = _bool(
         room.get("enable_remote_unmute", False), "room.enable_remote_unmute"
     )
@@ -411,6 +434,9 @@ def load_config(
         redis=_redis(raw),
         node_selector=_node_selector(_section(raw, "node_selector")),
         congestion_control=congestion_control,
+        allow_pause=allow_pause,
+        workers=final_workers,
+        audio_nack=audio_nack,
     )
     return config, warnings
 
@@ -571,6 +597,34 @@ def _bool(value: object, key: str) -> bool:
 def _port(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ConfigError(f"{key}: expected a port number 0-65535, got {_show(value)}")
+    return value
+
+
+def _congestion_control(value: object, warnings: list[str]) -> tuple[bool, bool]:
+    """``rtc.congestion_control``: livekit-server's mapping (``{enabled: true,
+    allow_pause: false, ...}``; its tuning keys are ignored with a warning), or a
+    plain bool. (enabled, allow_pause); on and not pausing when absent, as there."""
+    key = "rtc.congestion_control"
+    if value is None:
+        return True, False
+    if isinstance(value, dict):
+        for child in value:
+            if child not in ("enabled", "allow_pause"):
+                warnings.append(f"unsupported config key {key}.{child} ignored")
+        enabled = _bool(value.get("enabled", True), f"{key}.enabled")
+        return enabled, _bool(value.get("allow_pause", False), f"{key}.allow_pause")
+    return _bool(value, key), False
+
+
+MAX_WORKERS = 256
+"""More engine threads than this is a typo, not a machine."""
+
+
+def _workers(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WORKERS:
+        raise ConfigError(
+            f"rtc.workers: expected 0 (one per core) to {MAX_WORKERS} threads, got {_show(value)}"
+        )
     return value
 
 

@@ -202,13 +202,19 @@ class Server:
             # waits that long, and its media comes back on thaw without new peers.
             ice_disconnected_grace=RESUME_WINDOW_S + 5.0,
             bandwidth_estimation=self.config.congestion_control,
+            allow_pause=self.config.allow_pause,
+            workers=self.config.workers,
+            audio_nack=self.config.audio_nack,
         )
+        log.info("media engine: %d worker thread(s) on UDP port %d", engine.shards, engine.udp_port)
         self.udp_port = engine.udp_port
         self.tcp_port = engine.tcp_port
         self.advertised = engine.advertised()
         _log_choice(choice, self.advertised)
         self.app.media_loopback_only = choice.loopback_only
-        self.media = EngineMediaPlane(self.manager, engine)
+        self.media = EngineMediaPlane(
+            self.manager, engine, spread_after=self.config.shard_spread_after
+        )
         self.manager.media = self.media
         async with trio.open_nursery() as nursery:
             if self.config.turn_enabled:

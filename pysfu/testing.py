@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +63,12 @@ class RunningServer:
     @property
     def http_url(self) -> str:
         return self.server.http_url
+
+    def engine_stats(self) -> dict[str, int]:
+        """The media engine's counters and gauges, summed over its shards."""
+        media = self.server.media
+        assert media is not None, "the server has no media engine yet"
+        return dict(media.engine.stats())
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a sync function in the server's Trio thread (room state is not
@@ -154,6 +161,11 @@ def make_config(**overrides: Any) -> Config:
         "port": 0,
         "udp_port": 0,
         "tcp_port": 0,
+        # Several shards whatever the machine, and a room's participants spread over
+        # them from the second one on: every test with two participants crosses
+        # shards. PYSFU_TEST_WORKERS=1 runs the suite on one engine thread.
+        "workers": int(os.environ.get("PYSFU_TEST_WORKERS", "2")),
+        "shard_spread_after": 1,
     }
     base.update(overrides)
     return Config(**base)

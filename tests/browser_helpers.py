@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shlex
 import shutil
 import struct
 import wave
@@ -134,6 +135,8 @@ HARNESS_JS = r"""
       }))
       .on(E.TrackSubscriptionPermissionChanged, (pub, status, p) => push(
         'track_subscription_permission_changed', { ...trackInfo(pub, p), status }))
+      .on(E.TrackStreamStateChanged, (pub, state, p) => push(
+        'track_stream_state_changed', { ...trackInfo(pub, p), state }))
       .on(E.SignalReconnecting, () => push('signal_reconnecting'))
       .on(E.Reconnecting, () => push('reconnecting'))
       .on(E.Reconnected, () => push('reconnected'))
@@ -155,6 +158,9 @@ HARNESS_JS = r"""
     await lp.setMicrophoneEnabled(true);
     await lp.setCameraEnabled(true, { resolution: { width: 320, height: 240, frameRate: 15 } });
     return [...lp.trackPublications.values()].map((pub) => pub.source);
+  };
+  h.publishMicrophone = async () => {
+    await h.room.localParticipant.setMicrophoneEnabled(true);
   };
   h.publishCamera = async (preset, simulcast) => {
     await h.room.localParticipant.setCameraEnabled(
@@ -384,14 +390,26 @@ class BrowserParticipant:
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
+async def chromium(
+    tmp_path: Path, wrap: Callable[[list[str]], list[str]] | None = None
+) -> AsyncIterator[Browser]:
+    """Headless Chromium; ``wrap`` turns its command into another (run it inside a
+    network namespace: Playwright talks to it over a pipe, so that still works)."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
     wav = write_tone_wav(tmp_path / "tone.wav")
+    executable = chromium_path()
+    assert executable is not None
+    if wrap is not None:
+        script = tmp_path / "chromium-wrapped"
+        command = " ".join(shlex.quote(a) for a in wrap([executable]))
+        script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        script.chmod(0o755)
+        executable = str(script)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=chromium_path(), args=chromium_args(wav), headless=True
+            executable_path=executable, args=chromium_args(wav), headless=True
         )
         try:
             yield browser

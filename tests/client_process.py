@@ -129,15 +129,18 @@ def python_client(
     tone: bool = False,
     camera: bool = False,
     watch_video: bool = False,
+    listen: bool = False,
     wrap: Callable[[list[str]], list[str]] = lambda argv: argv,
 ) -> Any:
     """``async with python_client(...) as c``: a Python SDK participant in a child
     process (``tests/sdk_child.py``), publishing a 440 Hz tone if ``tone`` and a
     simulcast camera if ``camera``, reporting received video each second if
-    ``watch_video``; ``wrap`` turns the command into another (run
+    ``watch_video``, playing out received audio and reporting its receive
+    statistics each second if ``listen``; ``wrap`` turns the command into another (run
     it inside a network namespace)."""
     flags = [*(["--tone"] if tone else []), *(["--camera"] if camera else [])]
     flags += ["--watch-video"] if watch_video else []
+    flags += ["--listen"] if listen else []
     argv = wrap([sys.executable, "-m", "tests.sdk_child", url, token, *flags])
     return client_process(argv, name)
 
@@ -167,8 +170,22 @@ def build_go_client(out_dir: Path) -> Path:
     return binary
 
 
-def go_client(binary: Path, url: str, token: str, name: str, *, duration_s: float) -> Any:
+def go_client(
+    binary: Path,
+    url: str,
+    token: str,
+    name: str,
+    *,
+    duration_s: float,
+    listen: bool = False,
+    publish_ivf: list[Path] | None = None,
+) -> Any:
     """``async with go_client(...) as c``: the server-sdk-go participant, staying
-    ``duration_s`` and then leaving (it prints ``left``)."""
+    ``duration_s`` and then leaving (it prints ``left``); with ``listen`` it
+    subscribes to audio and reports each second what arrived (``audio`` events);
+    ``publish_ivf`` (LOW, MEDIUM, HIGH VP8 IVF files) publishes a simulcast camera
+    read from files, ignoring keyframe requests as lk's file publishers do."""
     argv = [str(binary), "-url", url, "-token", token, "-duration", f"{duration_s}s"]
+    argv += ["-listen"] if listen else []
+    argv += ["-publish-ivf", ",".join(str(p) for p in publish_ivf)] if publish_ivf else []
     return client_process(argv, name)

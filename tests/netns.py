@@ -70,43 +70,38 @@ class Netns:
                 "drop",
             )
 
-    def limit(self, rate: str) -> None:
+    def limit(self, rate: str, *, media_only: bool = False) -> None:
         """Limit what reaches the namespace to ``rate`` (``400kbit``) with a short
-        queue, as a constrained downlink; an empty rate lifts the limit."""
+        queue, as a constrained downlink; an empty rate lifts the limit.
+
+        ``media_only`` limits UDP (media) alone and lets TCP (signaling) through
+        unlimited: on a link far below the lowest layer, the media flood that
+        precedes the server's reaction drives the signal connection into TCP's
+        exponential retransmission backoff, and a test about that reaction would
+        then measure TCP's backoff instead."""
         dev = self.host_dev
+        tc = ("tc", "-batch", "-")
         subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=10)
         if not rate:
             return
-        _run("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
-        _run(
-            "tc",
-            "class",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "classid",
-            "1:10",
-            "htb",
-            "rate",
-            rate,
-            "ceil",
-            rate,
-        )
-        _run(
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:10",
-            "handle",
-            "10:",
-            "pfifo",
-            "limit",
-            "30",
+        lines = [
+            f"qdisc add dev {dev} root handle 1: htb default {20 if media_only else 10}",
+            f"class add dev {dev} parent 1: classid 1:10 htb rate {rate} ceil {rate}",
+            f"qdisc add dev {dev} parent 1:10 handle 10: pfifo limit 30",
+        ]
+        if media_only:
+            lines += [
+                f"class add dev {dev} parent 1: classid 1:20 htb rate 1gbit",
+                f"filter add dev {dev} parent 1: protocol ip prio 1 u32"
+                " match ip protocol 17 0xff flowid 1:10",
+            ]
+        subprocess.run(
+            tc,
+            input="\n".join(lines) + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=10,
         )
 
     def shape(self, spec: str) -> None:

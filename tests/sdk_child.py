@@ -1,7 +1,7 @@
 """A Python SDK participant in a process of its own, so that a test can freeze it
 (SIGSTOP, as a sleeping laptop) or kill it. Run by :func:`tests.client_process.python_client`:
 
-    python -m tests.sdk_child URL TOKEN [--tone] [--camera] [--watch-video]
+    python -m tests.sdk_child URL TOKEN [--tone] [--camera] [--watch-video] [--listen]
 
 It prints one JSON line per event on stdout (``connected`` with its sid, ``published``
 with its track's sid, then room events) and stays until killed.
@@ -35,6 +35,11 @@ async def main() -> None:
         action="store_true",
         help="report each second the size and count of video frames received",
     )
+    parser.add_argument(
+        "--listen",
+        action="store_true",
+        help="play out received audio and report each second its receive statistics",
+    )
     args = parser.parse_args()
 
     room = rtc.Room()
@@ -57,9 +62,38 @@ async def main() -> None:
                 emit("video", width=width, height=height, frames=frames)
                 frames, since = 0, time.monotonic()
 
+    async def listen(track: rtc.Track) -> None:
+        # Pulling the audio is playout: libwebrtc's jitter buffer (and its NACK
+        # list) runs only while someone reads it.
+        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                for s in await track.get_stats():
+                    if s.WhichOneof("stats") == "inbound_rtp":
+                        rtp = s.inbound_rtp
+                        emit(
+                            "audio",
+                            packets_received=rtp.received.packets_received,
+                            packets_lost=rtp.received.packets_lost,
+                            nack_count=rtp.inbound.nack_count,
+                            concealed_samples=rtp.inbound.concealed_samples,
+                            total_samples_received=rtp.inbound.total_samples_received,
+                        )
+
+        reporter = asyncio.create_task(report())
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            reporter.cancel()
+
     def subscribed(track: rtc.Track, *_: Any) -> None:
         if args.watch_video and track.kind == rtc.TrackKind.KIND_VIDEO:
             watchers.append(asyncio.create_task(watch(track)))
+        if args.listen and track.kind == rtc.TrackKind.KIND_AUDIO:
+            watchers.append(asyncio.create_task(listen(track)))
 
     room.on("track_subscribed", subscribed)
     room.on("reconnecting", lambda: emit("reconnecting"))

@@ -21,6 +21,7 @@ from pysfu.auth import VideoGrant, mint_token, verify_token
 from pysfu.config import Config
 
 from .browser_helpers import BrowserParticipant, chromium, new_participant
+from .client_process import build_go_client, go_client
 from .conftest import API_KEY, API_SECRET, RunningServer, make_config, start_server, stop_server
 from .sdk_helpers import AudioProbe, CameraSource, ToneSource, VideoProbe, connected
 
@@ -582,3 +583,42 @@ async def test_browser_restricted_to_relay_connects_through_the_embedded_turn_se
         await web.call("disconnect")
     finally:
         stop_server(running)
+
+
+async def test_browser_red_audio_reaches_red_and_plain_subscribers(
+    server: RunningServer, browser: Browser, tmp_path: Path
+) -> None:
+    """livekit-client publishes its microphone as RED (RFC 2198) when the server's
+    answer accepts ``red/48000/2``, as the reference's does: the track is announced as
+    ``audio/red``, a browser and a Python SDK subscriber (both negotiate RED) hear the
+    tone, and a server-sdk-go subscriber (pion, no RED) gets the primary Opus frames."""
+    binary = build_go_client(tmp_path)
+    web = await new_participant(browser, server, "web")
+    listener = await new_participant(browser, server, "listener")
+    await web.join(server)
+    await listener.join(server)
+    token = server.token_for("go")
+    async with (
+        connected(server, "py") as (_, py_w),
+        go_client(binary, server.url, token, "go", duration_s=60, listen=True) as go,
+    ):
+        await go.wait_event("connected", timeout=20)
+        await web.call("publishMicrophone")
+        args = await py_w.wait_for(
+            "track_subscribed", lambda t, pub, p: t.kind == rtc.TrackKind.KIND_AUDIO
+        )
+        assert args[1].mime_type.lower() == "audio/red"
+        probe = AudioProbe(args[0])
+        try:
+            await probe.wait_tone(present=True, timeout=20)
+        finally:
+            await probe.aclose()
+        await listener.wait_state(
+            "audioState", "web", lambda s: audio_flowing(s) and abs(s["peakHz"] - 440) < 15
+        )
+        # Counted since the Go client subscribed: Opus frames only, no RED headers.
+        report = await go.wait_event("audio", lambda e: e["packets"] > 100, timeout=20)
+        assert report["codec"].lower() == "audio/opus", report
+        assert report["red_like"] == 0, report
+    await web.call("disconnect")
+    await listener.call("disconnect")

@@ -80,6 +80,8 @@ async def test_dev_server_warns_serves_and_shuts_down_cleanly(tmp_path) -> None:
         "0",
         "--tcp-port",
         "0",
+        "--workers",
+        "3",
     )
     try:
         await trio.to_thread.run_sync(_wait_healthy, port, proc)
@@ -93,6 +95,7 @@ async def test_dev_server_warns_serves_and_shuts_down_cleanly(tmp_path) -> None:
         out, _ = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
         assert proc.returncode == 0
         assert "unsupported config key turn" in out
+        assert "media engine: 3 worker thread(s)" in out
     finally:
         if proc.poll() is None:
             proc.kill()

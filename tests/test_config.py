@@ -442,9 +442,48 @@ def test_turn_keys() -> None:
     assert warnings == []
 
 
-def test_congestion_control_is_off_unless_asked_for() -> None:
-    assert _load("{}", dev=True)[0].congestion_control is False
-    config, warnings = _load("rtc: {congestion_control: true}", dev=True)
-    assert config.congestion_control is True and not warnings
+def test_congestion_control_is_on_and_does_not_pause_unless_asked() -> None:
+    # The reference's defaults: enabled, allow_pause off.
+    config = _load("{}", dev=True)[0]
+    assert (config.congestion_control, config.allow_pause) == (True, False)
+    config, warnings = _load("rtc: {congestion_control: false}", dev=True)
+    assert (config.congestion_control, config.allow_pause) == (False, False) and not warnings
     with pytest.raises(ConfigError, match=r"rtc\.congestion_control"):
         _load("rtc: {congestion_control: maybe}", dev=True)
+    with pytest.raises(ConfigError, match=r"rtc\.congestion_control\.allow_pause"):
+        _load("rtc: {congestion_control: {allow_pause: 1}}", dev=True)
+    # livekit-server's own layout loads; its tuning keys are not ours.
+    config, warnings = _load(
+        "rtc: {congestion_control: {enabled: true, allow_pause: true, probe_mode: padding}}",
+        dev=True,
+    )
+    assert (config.congestion_control, config.allow_pause) == (True, True)
+    assert warnings == ["unsupported config key rtc.congestion_control.probe_mode ignored"]
+    config, _ = _load("rtc: {congestion_control: {enabled: false}}", dev=True)
+    assert config.congestion_control is False
+
+
+# --- engine threads --------------------------------------------------------------------
+
+
+def test_workers_default_to_one_per_core_and_take_file_and_flag() -> None:
+    config, _ = _load(dev=True)
+    assert config.workers == 0
+    config, _ = _load("rtc: {workers: 4}\n", dev=True)
+    assert config.workers == 4
+    config, _ = _load("rtc: {workers: 4}\n", dev=True, workers=1)
+    assert config.workers == 1
+
+
+@pytest.mark.parametrize("bad", ["-1", "true", "'two'", "1000"])
+def test_bad_workers_name_the_key(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"rtc\.workers"):
+        _load(f"rtc: {{workers: {bad}}}\n", dev=True)
+
+
+def test_audio_nack_is_on_unless_turned_off() -> None:
+    assert _load("{}", dev=True)[0].audio_nack is True
+    config, warnings = _load("rtc: {audio_nack: false}", dev=True)
+    assert config.audio_nack is False and not warnings
+    with pytest.raises(ConfigError, match=r"rtc\.audio_nack"):
+        _load("rtc: {audio_nack: sometimes}", dev=True)

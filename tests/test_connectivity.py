@@ -64,11 +64,6 @@ async def hears_remote(watcher: Watcher) -> None:
         await probe.aclose()
 
 
-def engine_stats(server: RunningServer) -> dict[str, int]:
-    assert server.server.media is not None
-    return dict(server.server.media.engine.stats())
-
-
 async def test_wildcard_bind_advertises_the_namespace_facing_address() -> None:
     """Bound to 0.0.0.0 without rtc.node_ip, the server advertises its interface
     addresses (the veth's among them) and never 127.0.0.1, and a client on the other
@@ -99,7 +94,7 @@ async def test_client_with_udp_blocked_connects_over_ice_tcp() -> None:
         ):
             await hears_remote(watcher)
         assert ns.udp_dropped() > 0, "the client tried UDP first and was blocked"
-        stats = engine_stats(server)
+        stats = server.engine_stats()
         assert stats["tcp_frames_in"] > 0 and stats["tcp_frames_out"] > 0, stats
 
 

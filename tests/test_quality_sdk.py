@@ -134,12 +134,11 @@ async def test_connection_quality_is_poor_under_ten_percent_loss() -> None:
 async def test_a_constrained_subscriber_steps_down_and_back_up() -> None:
     """A subscriber behind a 400 kbit/s downlink (tc in a namespace the test makes)
     receiving a three-layer camera is moved to a lower layer by its bandwidth
-    estimate, keeps receiving, and returns to the top layer when the limit is lifted."""
+    estimate, keeps receiving, and returns to the top layer when the limit is lifted.
+    Congestion control is on by default, as on the reference."""
     camera = CameraSource(1280, 720, fps=15)
     with netns() as ns:
-        config = make_config(
-            bind_addresses=(ns.host_ip,), node_ip=ns.host_ip, congestion_control=True
-        )
+        config = make_config(bind_addresses=(ns.host_ip,), node_ip=ns.host_ip)
         running = start_server(config)
         try:
             async with connected(running, "pub") as (pub_room, _):

@@ -53,7 +53,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 ENGINE_THREAD_NAME = "pysfu-media"
-"""The name the Rust engine gives its thread (rust/engine/src/lib.rs)."""
+"""Prefix of the engine threads' names (rust/engine/src/lib.rs adds ``-<shard>``)."""
 
 
 class MetricsSource(Protocol):
@@ -189,7 +189,8 @@ def _engine_thread_cpu() -> list[tuple[str, float]]:
     for tid in tids:
         try:
             with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as f:
-                if f.read().strip() != ENGINE_THREAD_NAME:
+                # One thread per shard: pysfu-media-0, pysfu-media-1, ...
+                if not f.read().strip().startswith(ENGINE_THREAD_NAME):
                     continue
             with open(f"/proc/self/task/{tid}/stat", encoding="utf-8") as f:
                 # Fields after the parenthesised name; utime and stime are 14 and 15.

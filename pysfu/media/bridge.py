@@ -31,6 +31,7 @@ from ..rtc.quality import LinkSample
 from ..rtc.room import Room
 from ..runtime.manager import RoomManager
 from .negotiation import Negotiator
+from .placement import SPREAD_AFTER, ShardPlacement
 from .sdp import configure_opus, media_sections
 from .single_pc import SinglePc
 
@@ -75,6 +76,8 @@ class _ParticipantMedia:
     subscribe, and an idle engine peer costs tens of kilobytes."""
     single: SinglePc | None = None
     """Set for a participant on ``/rtc/v1``: its one PeerConnection is ``<sid>/pub``."""
+    shard: int = 0
+    """The engine shard of the participant's peers (``placement``)."""
 
     def down_peer(self) -> str:
         """The engine peer that carries media to the client."""
@@ -86,12 +89,15 @@ class EngineMediaPlane:
 
     connected = True
 
-    def __init__(self, manager: RoomManager, engine: _core.MediaEngine) -> None:
+    def __init__(
+        self, manager: RoomManager, engine: _core.MediaEngine, *, spread_after: int = SPREAD_AFTER
+    ) -> None:
         self.manager = manager
         self.engine = engine
         self._participants: dict[str, _ParticipantMedia] = {}
         self._track_rooms: dict[str, Room] = {}
         """Room of each track bound in the engine (for its audio levels)."""
+        self._placement = ShardPlacement(engine.shards, spread_after)
 
     # ---- lifetime ---------------------------------------------------------------------
 
@@ -119,18 +125,21 @@ class EngineMediaPlane:
     # ---- signaling → engine -------------------------------------------------------------
 
     def participant_joined(self, room: Room, sid: str, *, single_pc: bool = False) -> None:
-        pm = _ParticipantMedia(room=room, sid=sid, single=SinglePc() if single_pc else None)
+        shard = self._placement.place(room.name, sid)
+        pm = _ParticipantMedia(
+            room=room, sid=sid, single=SinglePc() if single_pc else None, shard=shard
+        )
         self._participants[sid] = pm
         if single_pc:
             self._publisher_peer(pm)
         else:
-            self.engine.add_peer(sub_peer(sid), subscriber=True)
+            self.engine.add_peer(sub_peer(sid), subscriber=True, shard=shard)
 
     def _publisher_peer(self, pm: _ParticipantMedia) -> str:
         """The participant's publisher peer, made on first use."""
         peer = pub_peer(pm.sid)
         if not pm.has_publisher_peer:
-            self.engine.add_peer(peer, subscriber=False)
+            self.engine.add_peer(peer, subscriber=False, shard=pm.shard)
             pm.has_publisher_peer = True
         return peer
 
@@ -160,6 +169,7 @@ class EngineMediaPlane:
         pm = self._participants.pop(sid, None)
         if pm is None:
             return
+        self._placement.release(sid)
         peers = [] if pm.single is not None else [sub_peer(sid)]
         if pm.has_publisher_peer:
             peers.append(pub_peer(sid))
@@ -313,23 +323,19 @@ class EngineMediaPlane:
                 log.debug("mute of unbound track %s ignored", m.track_sid)
 
     def apply_layers(self, layers: list[LayerChoice]) -> None:
+        items = []
         for choice in layers:
             pm = self._participants.get(choice.subscriber_sid)
-            if pm is None:
-                continue
-            peer = pm.down_peer()
-            try:
-                self.engine.set_layer(
-                    subscriber=peer, track_id=choice.track_sid, quality=choice.layer
-                )
-                self.engine.set_disabled(
-                    subscriber=peer, track_id=choice.track_sid, disabled=choice.disabled
-                )
-            except _core.MediaError:
-                log.debug("layer choice %s for an unbound track ignored", choice)
+            if pm is not None:
+                items.append((pm.down_peer(), choice.track_sid, choice.layer, choice.disabled))
+        for item, error in zip(items, self.engine.set_layers(items), strict=True):
+            if error is not None:
+                log.debug("layer choice %s for an unbound track ignored: %s", item, error)
 
     def apply_bindings(self, bindings: list[Binding]) -> None:
-        changed: set[str] = set()
+        # One engine round trip per shard for the whole batch, in order.
+        batch: list[tuple[str, str, str | None]] = []
+        batched: list[Binding] = []
         for b in bindings:
             pm = self._participants.get(b.subscriber_sid)
             if pm is None:
@@ -337,21 +343,15 @@ class EngineMediaPlane:
             if pm.single is not None:
                 self._single_pc_binding(pm, b)
                 continue
-            try:
-                if b.bind:
-                    self.engine.subscribe(
-                        subscriber=sub_peer(b.subscriber_sid),
-                        track_id=b.track_sid,
-                        stream_id=f"{b.publisher_sid}|{b.track_sid}",
-                    )
-                else:
-                    self.engine.unsubscribe(
-                        subscriber=sub_peer(b.subscriber_sid), track_id=b.track_sid
-                    )
-            except _core.MediaError as exc:
-                log.warning("binding %s failed: %s", b, exc)
+            stream = f"{b.publisher_sid}|{b.track_sid}" if b.bind else None
+            batch.append((sub_peer(b.subscriber_sid), b.track_sid, stream))
+            batched.append(b)
+        changed: dict[str, None] = {}
+        for b, error in zip(batched, self.engine.bind_many(batch), strict=True):
+            if error is not None:
+                log.warning("binding %s failed: %s", b, error)
                 continue
-            changed.add(b.subscriber_sid)
+            changed[b.subscriber_sid] = None
         for sid in changed:
             self._renegotiate(sid)
 
@@ -463,6 +463,8 @@ class EngineMediaPlane:
             self._track_arrived(pm, event)
         elif isinstance(event, _core.DataReceived):
             self._data_received(pm, event.reliable, bytes(event.payload))
+        elif isinstance(event, _core.StreamStateChanged):
+            self.manager.apply(room, room.stream_state(sid, event.track_id, paused=event.paused))
 
     def _audio_levels(self, levels: list[tuple[str, int, int, int]]) -> None:
         """Level summaries to their rooms; every room that has speakers ticks even

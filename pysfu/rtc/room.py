@@ -1009,6 +1009,23 @@ class Room:
                 )
         return fx
 
+    def stream_state(self, subscriber_sid: str, track_sid: str, *, paused: bool) -> Effects:
+        """The engine paused (or resumed) ``track_sid`` to ``subscriber_sid``: its
+        bandwidth does not fit even the lowest layer. The subscriber is told with a
+        StreamStateUpdate, as the reference's stream allocator does (clients show
+        the track as paused rather than frozen)."""
+        fx = Effects()
+        pub = self.find_publication(track_sid)
+        if pub is None or subscriber_sid not in self.participants:
+            return fx
+        state = rtc.StreamState.PAUSED if paused else rtc.StreamState.ACTIVE
+        info = rtc.StreamStateInfo(
+            participant_sid=pub.publisher_sid, track_sid=track_sid, state=state
+        )
+        update = rtc.StreamStateUpdate(stream_states=[info])
+        fx.send(subscriber_sid, rtc.SignalResponse(stream_state_update=update))
+        return fx
+
     def link_stats(self, samples: Iterable[tuple[str, bool, LinkSample]], now: float) -> Effects:
         """The engine's link reports (participant sid, of its subscriber peer, sample)
         for this room, at ``now``. At the end of each scoring window, if anyone's

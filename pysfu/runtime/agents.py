@@ -414,10 +414,14 @@ class AgentRuntime:
             )
             send, receive = trio.open_memory_channel[bytes](OUTBOX_CAPACITY)
             self._outboxes[worker_id] = send
-            await transport.send(reply.SerializeToString())
+            # Registered before the reply goes out: a worker that has its id is in the
+            # registry (a caller may look it up at once). Offers the registration makes
+            # wait in the outbox, whose writer starts after the reply, so the reply is
+            # still the first message on the wire.
             self.perform(
                 self.dispatcher.register(worker_id, **self._registration(register, claims))
             )
+            await transport.send(reply.SerializeToString())
             log.info(
                 "worker %s registered (agent %r, %s, version %s)",
                 worker_id,

@@ -14,7 +14,10 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::bwe::{Bitrate, BweKind};
+use str0m::format::Codec;
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
+
+mod audio_nack;
 
 use crate::demux::{Demux, Drop, Route, Transport};
 use crate::error::{EngineError, Result};
@@ -24,13 +27,23 @@ use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
 use crate::router::allocator::allocate;
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
+use crate::router::audio_history::SentAudio;
 use crate::router::forwarder::{Decision, Packet};
+use crate::router::red::Primary;
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
+use crate::shard::{shard_of, CrossMsg, Incoming, Relayed, ShardId, ShardLink};
 use crate::{Counters, PeerKey};
 
 /// The longest the run loop sleeps without looking at peers' timers.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Forwarded RTP waits for a flush at most this long while a turn reads on: a
+/// burst of 64 video packets fanned out to hundreds of subscribers is tens of
+/// milliseconds of work, and batching all of it before the first send would put
+/// that in every packet's latency. Flushing a millisecond's work at a time keeps
+/// most of the batching (one str0m poll per subscriber per flush).
+pub const FLUSH_WITHIN: Duration = Duration::from_millis(1);
 
 /// How long ICE may stay disconnected before the peer is given up, unless the
 /// engine is configured otherwise (`set_ice_disconnected_grace`). str0m reports
@@ -93,6 +106,8 @@ pub struct Core<S: Sink> {
     work_queue: VecDeque<(PeerKey, Event)>,
     /// Subscribers with RTP written but not yet sent; see `flush`.
     dirty: Vec<PeerKey>,
+    /// When the oldest write still in `dirty` was made.
+    dirty_since: Option<Instant>,
     /// Events for the control plane.
     pub events: Vec<MediaEvent>,
     pub counters: Counters,
@@ -114,7 +129,32 @@ pub struct Core<S: Sink> {
     measured_at: Option<Instant>,
     /// Peers get bandwidth estimation when on (see `set_bandwidth_estimation`).
     bwe: bool,
+    /// This core's place among the shards, when there are several.
+    shard: Option<ShardLink>,
+    /// Peer keys advance by this (the shard count): see `crate::shard`.
+    key_stride: u32,
+    /// Messages for other shards, delivered by the run loop after each turn.
+    pub outbox: Vec<(ShardId, CrossMsg)>,
+    /// Audio NACK both ways (see `set_audio_nack`).
+    audio_nack: bool,
+    /// Whether the allocator may pause a video down track whose lowest layer does
+    /// not fit the estimate (see `set_allow_pause`).
+    allow_pause: bool,
 }
+
+/// What a follower shard needs to mirror a track (`Core::follow_track`).
+#[derive(Debug, Clone)]
+pub struct TrackExport {
+    pub id: String,
+    pub home: ShardId,
+    pub kind: MediaKind,
+    pub muted: bool,
+    pub codecs: Vec<(str0m::media::Pt, CodecKind)>,
+    pub layers: Vec<(Option<Rid>, str0m::rtp::Ssrc)>,
+}
+
+/// The `publisher` of a mirror track: keys start at 1, so no peer has it.
+const NO_PEER: PeerKey = 0;
 
 impl<S: Sink> Core<S> {
     /// A core that advertises `local_addr` and sends through `sink`.
@@ -141,6 +181,7 @@ impl<S: Sink> Core<S> {
             work: Vec::new(),
             work_queue: VecDeque::new(),
             dirty: Vec::new(),
+            dirty_since: None,
             events: Vec::new(),
             counters: Counters::default(),
             feedback_seen: HashMap::new(),
@@ -153,7 +194,43 @@ impl<S: Sink> Core<S> {
             links_due: None,
             measured_at: None,
             bwe: false,
+            shard: None,
+            key_stride: 1,
+            outbox: Vec::new(),
+            audio_nack: true,
+            allow_pause: false,
         }
+    }
+
+    /// Make this core shard `link.id` of `link.fabric`: peer keys unique across the
+    /// shards, unknown datagrams looked up in the shared directory. Before any peer.
+    pub fn set_shard(&mut self, link: ShardLink) {
+        self.next_key = link.id as PeerKey + 1;
+        self.key_stride = link.fabric.shards().max(1) as PeerKey;
+        self.shard = Some(link);
+    }
+
+    /// This core's place among the shards, if any.
+    pub fn shard_link(&self) -> Option<ShardLink> {
+        self.shard.clone()
+    }
+
+    /// Hand the turn's messages for other shards to the fabric.
+    pub fn deliver_outbox(&mut self) {
+        let Some(link) = &self.shard else {
+            self.outbox.clear();
+            return;
+        };
+        if let Some(frames) = self.sink.stream_frames() {
+            for (dest, data) in frames {
+                self.outbox.push((0, CrossMsg::StreamOut { dest, data }));
+            }
+        }
+        link.fabric.deliver(&mut self.outbox);
+    }
+
+    fn first_key(&self) -> PeerKey {
+        self.shard.as_ref().map_or(1, |l| l.id as PeerKey + 1)
     }
 
     /// How long a peer's ICE may stay Disconnected before it is closed, for peers
@@ -167,6 +244,21 @@ impl<S: Sink> Core<S> {
     /// and have their video layers chosen within it (`allocate`).
     pub fn set_bandwidth_estimation(&mut self, on: bool) {
         self.bwe = on;
+    }
+
+    /// Whether peers added from now on negotiate NACK for Opus, NACK lost audio and
+    /// answer audio NACKs (`audio_nack`); their raw packet events cost a copy of
+    /// every packet.
+    pub fn set_audio_nack(&mut self, on: bool) {
+        self.audio_nack = on;
+    }
+
+    /// Whether a video down track whose lowest layer does not fit its subscriber's
+    /// estimate is paused (and the subscriber told, StreamStateUpdate) or keeps its
+    /// lowest layer. Off by default, as the reference's `allow_pause`: a congested
+    /// subscriber keeps degraded video rather than none.
+    pub fn set_allow_pause(&mut self, on: bool) {
+        self.allow_pause = on;
     }
 
     /// Where datagrams go.
@@ -224,6 +316,16 @@ impl<S: Sink> Core<S> {
         self.peers.get_mut(key).map(|p| &mut p.rtc)
     }
 
+    /// Fuzz hook: treat a peer as connected, as its DTLS handshake would; the fuzz
+    /// worlds install known SRTP keys instead of running one.
+    #[cfg(any(test, feature = "fuzz"))]
+    #[doc(hidden)]
+    pub fn _mark_connected(&mut self, peer_id: &str) {
+        if let Some(p) = self.names.get(peer_id).and_then(|k| self.peers.get_mut(k)) {
+            p.connected = true;
+        }
+    }
+
     /// Test hook: when the peer's ICE went Disconnected, if it is now.
     #[cfg(test)]
     pub(crate) fn _ice_lost_at(&self, peer_id: &str) -> Option<Instant> {
@@ -254,14 +356,21 @@ impl<S: Sink> Core<S> {
             .set_ice_lite(true)
             .set_crypto_provider(self.crypto.clone())
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198) folded onto it: accepted when publishers offer
+            // it and offered to subscribers, as the reference does (`router::red`).
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
             // Per-stream RTCP feedback counts (NACK/PLI/FIR) for the metrics, and
             // each peer's link stats for connection quality (LinkStats).
-            .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL));
+            .set_stats_interval(Some(FEEDBACK_STATS_INTERVAL))
+            // Subscribers' NACKs for audio, which str0m cannot resend (`audio_nack`).
+            .enable_raw_packets(self.audio_nack);
+        // Audio NACK both ways, as the reference negotiates it (`a=rtcp-fb:<opus> nack`).
+        let audio_nack = self.audio_nack;
+        cfg.codec_config().iter_mut().filter(|p| p.spec().codec == Codec::Opus).for_each(|p| p.set_fb_nack(audio_nack));
         if let Some(cert) = &self.cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -295,10 +404,16 @@ impl<S: Sink> Core<S> {
     }
 
     /// Drain one peer's output into the work list.
-    fn drain(&mut self, key: PeerKey) {
+    ///
+    /// The one place a dead `Rtc` is noticed: the drain serves due timeouts itself
+    /// (str0m's pacer), so one of them may be what closed it, and a closed `Rtc`
+    /// never asks for another timeout.
+    fn drain(&mut self, key: PeerKey, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else { return };
-        if !peer.drain(&mut self.sink, &mut self.work, &mut self.counters) {
+        if !peer.drain(&mut self.sink, &mut self.work, &mut self.counters, now) {
             self.fail_peer(key, "webrtc error");
+        } else if !peer.rtc.is_alive() && !peer.closed {
+            self.fail_peer(key, "closed");
         }
     }
 
@@ -337,12 +452,15 @@ impl<S: Sink> Core<S> {
         rtc.handle_input(Input::Timeout(now))?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1).max(1);
+        self.next_key = self.next_key.checked_add(self.key_stride).unwrap_or_else(|| self.first_key());
+        if let Some(link) = &self.shard {
+            link.fabric.add_ufrag(key, ufrag.clone());
+        }
         self.demux.add_peer(ufrag, key);
         self.names.insert(peer_id.to_string(), key);
         self.peers
             .insert(key, Box::new(Peer::new(peer_id.to_string(), key, role, rtc, now, self.ice_grace)));
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(())
     }
@@ -351,6 +469,9 @@ impl<S: Sink> Core<S> {
     pub fn remove_peer(&mut self, peer_id: &str, now: Instant) {
         let Some(key) = self.names.remove(peer_id) else { return };
         self.demux.remove_peer(key);
+        if let Some(link) = &self.shard {
+            link.fabric.remove_peer(key);
+        }
         let published: Vec<TrackKey> = self
             .router
             .tracks
@@ -371,7 +492,7 @@ impl<S: Sink> Core<S> {
             // Best effort close_notify/BYE; the peer is gone either way.
             let _ = peer.rtc.close();
             let mut scratch = Vec::new();
-            let _ = peer.drain(&mut self.sink, &mut scratch, &mut self.counters);
+            let _ = peer.drain(&mut self.sink, &mut scratch, &mut self.counters, now);
         }
         self.process(now);
     }
@@ -393,7 +514,7 @@ impl<S: Sink> Core<S> {
         // An offer with new ice-ufrag/pwd is an ICE restart: str0m answers with
         // new local credentials, and the client's checks will name them.
         self.follow_ufrag(key);
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(answer.to_sdp_string())
     }
@@ -402,6 +523,9 @@ impl<S: Sink> Core<S> {
     fn follow_ufrag(&mut self, key: PeerKey) {
         if let Some(peer) = self.peers.get_mut(&key) {
             let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+            if let Some(link) = &self.shard {
+                link.fabric.add_ufrag(key, ufrag.clone());
+            }
             self.demux.add_ufrag(key, ufrag);
         }
     }
@@ -552,7 +676,7 @@ impl<S: Sink> Core<S> {
                 d.tx_ssrc = None;
             }
         }
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(offer)
     }
@@ -586,7 +710,7 @@ impl<S: Sink> Core<S> {
                 d.tx_ssrc = None;
             }
         }
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(())
     }
@@ -597,7 +721,7 @@ impl<S: Sink> Core<S> {
         let c = sdp::parse_candidate(line)?;
         peer.rtc.add_remote_candidate(c);
         let key = peer.key;
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(())
     }
@@ -624,7 +748,7 @@ impl<S: Sink> Core<S> {
             .codec_config()
             .params()
             .iter()
-            .map(|p| (p.pt(), CodecKind::from_codec(p.spec().codec)))
+            .flat_map(|p| [(p.pt(), CodecKind::from_codec(p.spec().codec))].into_iter().chain(p.red().map(|r| (r, CodecKind::Red))))
             .collect();
         let key = peer.key;
         let seen: Vec<(str0m::rtp::Ssrc, Option<Rid>)> = peer
@@ -647,6 +771,9 @@ impl<S: Sink> Core<S> {
             downs: Vec::new(),
             codecs,
             level: (kind == MediaKind::Audio).then(|| LevelMeter::new(48_000)),
+            origin: None,
+            followers: Vec::new(),
+            relay_id: track_id.into(),
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
@@ -658,6 +785,9 @@ impl<S: Sink> Core<S> {
 
     fn unpublish_key(&mut self, tk: TrackKey) {
         let Some(track) = self.router.unpublish(tk) else { return };
+        for &f in &track.followers {
+            self.outbox.push((f, CrossMsg::TrackGone { track: track.relay_id.clone() }));
+        }
         for d in track.downs {
             if let (Some(mid), Some(peer)) = (d.mid, self.peers.get_mut(&d.sub)) {
                 peer.orphan_mids.push(mid);
@@ -673,6 +803,81 @@ impl<S: Sink> Core<S> {
             .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
         self.unpublish_key(tk);
         Ok(())
+    }
+
+    /// Home shard: relay `track_id` to shard `follower` from now on, and say what
+    /// its mirror needs.
+    pub fn follow_track(&mut self, track_id: &str, follower: ShardId) -> Result<TrackExport> {
+        let home = self.shard.as_ref().map_or(0, |l| l.id);
+        let track = self
+            .router
+            .key_of(track_id)
+            .and_then(|tk| self.router.tracks.get_mut(&tk))
+            .filter(|t| t.origin.is_none())
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))?;
+        if follower != home && !track.followers.contains(&follower) {
+            track.followers.push(follower);
+        }
+        Ok(TrackExport {
+            id: track.id.clone(),
+            home,
+            kind: track.kind,
+            muted: track.muted,
+            codecs: track.codecs.clone(),
+            layers: track.layers.iter().map(|l| (l.rid, l.ssrc)).collect(),
+        })
+    }
+
+    /// Follower shard: mirror a track homed elsewhere (once; later calls keep the
+    /// mirror and its subscribers).
+    pub fn mirror_track(&mut self, export: TrackExport, now: Instant) {
+        if self.router.key_of(&export.id).is_some() {
+            return;
+        }
+        let mut track = Track {
+            id: export.id.clone(),
+            publisher: NO_PEER,
+            mid: Mid::from("-"),
+            kind: export.kind,
+            muted: export.muted,
+            layers: Vec::new(),
+            downs: Vec::new(),
+            codecs: export.codecs,
+            level: None,
+            origin: Some(export.home),
+            followers: Vec::new(),
+            relay_id: export.id.as_str().into(),
+        };
+        for (rid, ssrc) in export.layers {
+            track.saw_layer(rid, ssrc, 0, now);
+        }
+        self.router.publish(track);
+    }
+
+    /// Handle what another shard sent.
+    pub fn handle_cross(&mut self, msg: CrossMsg, now: Instant) {
+        match msg {
+            CrossMsg::Datagram { transport, source, destination, data } => {
+                self.deliver(transport, source, destination, &data, now);
+            }
+            CrossMsg::Rtp(Relayed { track, packet }) => {
+                if let Some(tk) = self.router.key_of(&track) {
+                    self.fan_out(tk, &packet, now);
+                }
+            }
+            CrossMsg::Keyframe { track, rid } => {
+                if let Some(tk) = self.router.key_of(&track) {
+                    self.request_keyframe_for(tk, rid, now);
+                }
+            }
+            CrossMsg::TrackGone { track } => {
+                let mirror = self.router.key_of(&track).filter(|tk| self.router.tracks[tk].origin.is_some());
+                if let Some(tk) = mirror {
+                    self.unpublish_key(tk);
+                }
+            }
+            CrossMsg::StreamOut { dest, data } => self.sink.send_stream(dest, &data),
+        }
     }
 
     /// Start (or resume) forwarding a track to a subscriber peer.
@@ -846,7 +1051,7 @@ impl<S: Sink> Core<S> {
         let mut ch = peer.rtc.channel(id).ok_or_else(not_open)?;
         ch.write(true, payload)?;
         let key = peer.key;
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
         Ok(())
     }
@@ -865,6 +1070,7 @@ impl<S: Sink> Core<S> {
             ("keyframe_requests", c.keyframe_requests),
             ("nacks_in", c.nacks_in),
             ("nacks_out", c.nacks_out),
+            ("audio_resent", c.audio_resent),
             ("plis_in", c.plis_in),
             ("plis_out", c.plis_out),
             ("firs_in", c.firs_in),
@@ -876,6 +1082,8 @@ impl<S: Sink> Core<S> {
             ("dropped_unknown_ufrag", c.dropped_unknown_ufrag),
             ("dropped_unknown_source", c.dropped_unknown_source),
             ("bad_datagrams", c.bad_datagrams),
+            ("handed_over", c.handed_over),
+            ("rtp_relayed", c.rtp_relayed),
             ("peers", self.peers.len() as u64),
             ("tracks", self.router.tracks.len() as u64),
             ("addresses", self.demux.addr_count() as u64),
@@ -889,6 +1097,7 @@ impl<S: Sink> Core<S> {
     /// The run loop flushes after each burst of reads; `handle_timeout` and every
     /// command flush too.
     pub fn flush(&mut self, now: Instant) {
+        self.dirty_since = None;
         while !self.dirty.is_empty() {
             for key in std::mem::take(&mut self.dirty) {
                 if let Some(peer) = self.peers.get_mut(&key) {
@@ -897,10 +1106,15 @@ impl<S: Sink> Core<S> {
                         tracing::debug!(peer = %peer.id, "timeout after write: {e}");
                     }
                 }
-                self.drain(key);
+                self.drain(key, now);
             }
             self.process(now);
         }
+    }
+
+    /// Whether forwarded RTP has waited `FLUSH_WITHIN` for its flush.
+    pub fn flush_due(&self, now: Instant) -> bool {
+        self.dirty_since.is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_WITHIN)
     }
 
     /// Feed one datagram from the shared socket. Forwarded RTP is queued on the
@@ -931,10 +1145,48 @@ impl<S: Sink> Core<S> {
         let key = match self.demux.classify_on(transport, source, data) {
             Route::Peer(key) => key,
             Route::Drop(why) => {
+                if !matches!(why, Drop::NotWebrtc) && self.hand_over(transport, source, destination, data) {
+                    return;
+                }
                 self.dropped(why, source, now);
                 return;
             }
         };
+        self.receive_for(key, transport, source, destination, data, now);
+    }
+
+    /// A datagram another shard's socket got for one of our peers (counted there).
+    fn deliver(&mut self, transport: Transport, source: SocketAddr, destination: SocketAddr, data: &[u8], now: Instant) {
+        match self.demux.classify_on(transport, source, data) {
+            Route::Peer(key) => self.receive_for(key, transport, source, destination, data, now),
+            // The peer went while the datagram was on its way.
+            Route::Drop(why) => self.dropped(why, source, now),
+        }
+    }
+
+    /// Send a datagram our tables do not know to the shard whose peer it is.
+    fn hand_over(&mut self, transport: Transport, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+        let Some(link) = &self.shard else { return false };
+        let Route::Peer(key) = link.fabric.owner(transport, source, data) else { return false };
+        let to = shard_of(key, link.fabric.shards());
+        if to == link.id {
+            return false;
+        }
+        self.counters.handed_over += 1;
+        let data = data.to_vec();
+        self.outbox.push((to, CrossMsg::Datagram { transport, source, destination, data }));
+        true
+    }
+
+    fn receive_for(
+        &mut self,
+        key: PeerKey,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
         let Some(peer) = self.peers.get_mut(&key) else { return };
         if peer.closed {
             return;
@@ -960,7 +1212,7 @@ impl<S: Sink> Core<S> {
             self.counters.bad_datagrams += 1;
             tracing::debug!(peer = %peer.id, "handle_input: {e}");
         }
-        self.drain(key);
+        self.drain(key, now);
         self.process(now);
     }
 
@@ -1028,7 +1280,8 @@ impl<S: Sink> Core<S> {
         for t in self.router.tracks.values_mut() {
             t.measure(elapsed);
         }
-        let Core { peers, router, .. } = self;
+        let Core { peers, router, events, allow_pause, .. } = self;
+        let mut resumed = Vec::new();
         // Any role: a /rtc/v1 peer carries its subscriptions on the publisher peer.
         for peer in peers.values_mut().filter(|p| !p.closed) {
             let Some(estimate) = peer.bwe_bps else { continue };
@@ -1047,14 +1300,26 @@ impl<S: Sink> Core<S> {
                 continue;
             }
             let caps = allocate(estimate, &demands);
-            for ((tk, i), cap) in downs.into_iter().zip(caps) {
-                if let Some(d) = router.tracks.get_mut(&tk).and_then(|t| t.downs.get_mut(i)) {
-                    d.cap = cap;
+            for (((tk, i), cap), demand) in downs.into_iter().zip(caps).zip(&demands) {
+                let Some(t) = router.tracks.get_mut(&tk) else { continue };
+                let Some(d) = t.downs.get_mut(i) else { continue };
+                // Not allowed to pause: what does not fit keeps its lowest layer.
+                let cap = if *allow_pause { cap } else { cap.or_else(|| demand.lowest()) };
+                d.cap = cap.unwrap_or(0);
+                if let Some(paused) = d.bw_pause.record(cap.is_some()) {
+                    // Paused: nothing goes out; resumed: from the next keyframe.
+                    d.pause();
+                    let (peer_id, track_id) = (peer.id.clone(), t.id.clone());
+                    events.push(MediaEvent::StreamStateChanged { peer_id, track_id, paused });
+                    resumed.extend((!paused).then_some(tk));
                 }
             }
             let wanted: u64 = demands.iter().map(|d| d.wanted_bps()).sum();
             let desired = Bitrate::bps((wanted as f64 / crate::router::allocator::VIDEO_SHARE) as u64);
             peer.rtc.bwe().set_bitrate(Bitrate::ZERO, desired);
+        }
+        for tk in resumed {
+            self.request_keyframes(tk, now);
         }
     }
 
@@ -1073,13 +1338,12 @@ impl<S: Sink> Core<S> {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(peer = %peer.id, "timeout: {e}");
                 }
-                if !peer.rtc.is_alive() && !peer.closed {
-                    self.fail_peer(key, "closed");
-                } else if peer.ice_lost_at.is_some_and(|t| t + peer.ice_grace <= now) {
+                // A dead Rtc is reported as closed by the drain below.
+                if peer.rtc.is_alive() && peer.ice_lost_at.is_some_and(|t| t + peer.ice_grace <= now) {
                     self.fail_peer(key, "ice disconnected");
                 }
             }
-            self.drain(key);
+            self.drain(key, now);
         }
         self.process(now);
     }
@@ -1110,6 +1374,7 @@ impl<S: Sink> Core<S> {
     fn handle_event(&mut self, key: PeerKey, ev: Event, now: Instant) {
         match ev {
             Event::RtpPacket(pkt) => self.forward(key, pkt, now),
+            Event::RawPacket(raw) => self.resend_audio(key, &raw),
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     if !p.connected {
@@ -1278,6 +1543,10 @@ impl<S: Sink> Core<S> {
         if track.kind != MediaKind::Video || !track.keyframe_request_due(rid, now) {
             return;
         }
+        if let Some(home) = track.origin {
+            self.outbox.push((home, CrossMsg::Keyframe { track: track.relay_id.clone(), rid }));
+            return;
+        }
         let (publisher, mid) = (track.publisher, track.mid);
         let Some(peer) = self.peers.get_mut(&publisher) else { return };
         let mut api = peer.rtc.direct_api();
@@ -1286,7 +1555,7 @@ impl<S: Sink> Core<S> {
             self.counters.keyframe_requests += 1;
         }
         let _ = peer.rtc.handle_input(Input::Timeout(now));
-        self.drain(publisher);
+        self.drain(publisher, now);
     }
 
     // ------------------------------------------------------------- forwarding
@@ -1294,6 +1563,7 @@ impl<S: Sink> Core<S> {
     /// Fan one incoming RTP packet out to the track's subscribers.
     fn forward(&mut self, publisher: PeerKey, pkt: RtpPacket, now: Instant) {
         self.counters.rtp_in += 1;
+        let audio_nack = self.audio_nack;
         let ssrc = pkt.header.ssrc;
         let Some(peer) = self.peers.get_mut(&publisher) else { return };
         let (mid, rid) = match peer.rx_ssrc.get(&ssrc) {
@@ -1302,6 +1572,15 @@ impl<S: Sink> Core<S> {
                 let mut api = peer.rtc.direct_api();
                 let Some(rx) = api.stream_rx(&ssrc) else { return };
                 let v = (rx.mid(), rx.rid());
+                // NACK lost audio too: str0m only does so for streams with RTX, and
+                // video keeps str0m's own choice (its loss reports feed connection
+                // quality).
+                let audio = peer.rtc.media(v.0).is_some_and(|m| m.kind() == MediaKind::Audio);
+                if audio_nack && audio {
+                    if let Some(rx) = peer.rtc.direct_api().stream_rx(&ssrc) {
+                        rx.suppress_nack(false);
+                    }
+                }
                 peer.rx_ssrc.insert(ssrc, v);
                 v
             }
@@ -1314,8 +1593,8 @@ impl<S: Sink> Core<S> {
                 .codec_config()
                 .params()
                 .iter()
-                .find(|p| p.pt() == pkt.header.payload_type)
-                .map(|p| CodecKind::from_codec(p.spec().codec).name())
+                .find(|p| p.pt() == pkt.header.payload_type || p.red() == Some(pkt.header.payload_type))
+                .map(|p| if p.pt() == pkt.header.payload_type { CodecKind::from_codec(p.spec().codec).name() } else { "red" })
                 .unwrap_or("unknown");
             let track_id = peer
                 .msid_by_mid
@@ -1333,17 +1612,47 @@ impl<S: Sink> Core<S> {
             });
         }
         let Some(&tk) = self.router.by_pub_mid.get(&(publisher, mid)) else { return };
+        let incoming = Incoming {
+            ssrc,
+            rid,
+            pt: pkt.header.payload_type,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            ext: ExtensionValues {
+                audio_level: pkt.header.ext_vals.audio_level,
+                voice_activity: pkt.header.ext_vals.voice_activity,
+                video_orientation: pkt.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            payload: pkt.payload,
+            received: pkt.timestamp,
+        };
+        self.fan_out(tk, &incoming, now);
+    }
 
-        let Core { router, peers, counters, dirty, .. } = self;
+    /// Forward one packet of track `tk` to its subscribers on this shard, and relay
+    /// it to the shards that follow it (home tracks).
+    fn fan_out(&mut self, tk: TrackKey, pkt: &Incoming, now: Instant) {
+        let Core { router, peers, counters, dirty, dirty_since, outbox, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
-        track.saw_layer(rid, ssrc, pkt.payload.len(), now);
+        track.saw_layer(pkt.rid, pkt.ssrc, pkt.payload.len(), now);
         if let Some(meter) = track.level.as_mut() {
-            meter.observe(pkt.header.ext_vals.audio_level, pkt.header.timestamp);
+            meter.observe(pkt.ext.audio_level, pkt.ts);
         }
-        if track.muted || track.downs.is_empty() {
+        if track.muted {
             return;
         }
-        let pt = pkt.header.payload_type;
+        for &f in &track.followers {
+            let relayed = Relayed { track: track.relay_id.clone(), packet: pkt.clone() };
+            outbox.push((f, CrossMsg::Rtp(relayed)));
+            counters.rtp_relayed += 1;
+        }
+        if track.downs.is_empty() {
+            return;
+        }
+        let (ssrc, rid) = (pkt.ssrc, pkt.rid);
+        let pt = pkt.pt;
         let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
         let video = track.kind == MediaKind::Video;
         let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);
@@ -1351,15 +1660,11 @@ impl<S: Sink> Core<S> {
             CodecKind::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
             _ => None,
         };
-        let in_seq: u64 = *pkt.seq_no;
-        let in_ts = pkt.header.timestamp;
-        let ext = ExtensionValues {
-            audio_level: pkt.header.ext_vals.audio_level,
-            voice_activity: pkt.header.ext_vals.voice_activity,
-            video_orientation: pkt.header.ext_vals.video_orientation,
-            ..Default::default()
-        };
+        let in_seq: u64 = pkt.seq;
+        let in_ts = pkt.ts;
+        let ext = &pkt.ext;
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
+        let mut red_primary = Primary::default();
         let packet = Packet {
             ssrc,
             rid,
@@ -1373,7 +1678,14 @@ impl<S: Sink> Core<S> {
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
         for d in track.downs.iter_mut() {
             let wanted = wanted_by_quality[usize::from(d.quality.min(d.cap).min(2))];
-            if !d.active || d.disabled || d.mid.is_none() {
+            if !d.active || d.disabled || d.bw_pause.paused() || d.mid.is_none() {
+                continue;
+            }
+            // Nothing is written before the subscriber's DTLS is up: str0m would
+            // queue it and send it late, all at once, and the forwarder must start
+            // (at a keyframe) only once the subscriber can receive.
+            let Some(sub) = peers.get_mut(&d.sub) else { continue };
+            if sub.closed || !sub.connected {
                 continue;
             }
             let desc = vp8.as_ref().map(|desc| (desc, &pkt.payload[..]));
@@ -1394,10 +1706,6 @@ impl<S: Sink> Core<S> {
                     (seq, ts)
                 }
             };
-            let Some(sub) = peers.get_mut(&d.sub) else { continue };
-            if sub.closed {
-                continue;
-            }
             let mid = d.mid.expect("checked above");
             let out_pt = match d.pt_map.iter().find(|(i, _)| *i == pt) {
                 Some((_, o)) => *o,
@@ -1407,7 +1715,12 @@ impl<S: Sink> Core<S> {
                     o
                 }
             };
-            let Some(out_pt) = out_pt else {
+            let Some((out_pt, red_primary_only)) = out_pt else {
+                counters.rtp_dropped += 1;
+                continue;
+            };
+            let payload = if red_primary_only { red_primary.of(&pkt.payload) } else { Some(pkt.payload.clone()) };
+            let Some(payload) = payload else {
                 counters.rtp_dropped += 1;
                 continue;
             };
@@ -1423,19 +1736,23 @@ impl<S: Sink> Core<S> {
                 d.tx_ssrc = None;
                 continue;
             };
-            let mut write = RtpWrite::new(out_pt, SeqNo::from(out_seq), out_ts, pkt.timestamp, pkt.payload.clone())
-                .marker(pkt.header.marker)
+            let mut write = RtpWrite::new(out_pt, SeqNo::from(out_seq), out_ts, pkt.received, payload.clone())
+                .marker(pkt.marker)
                 .ext_vals(ext.clone())
                 .nackable(video);
             if let Some(patch) = vp8.as_ref().and_then(|desc| d.fwd.vp8_patch(desc, &pkt.payload)) {
                 write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);
+            if let Some(h) = d.sent_audio.as_mut() {
+                h.push(SentAudio::of(out_pt, out_seq, out_ts, pkt, ext, payload));
+            }
             counters.rtp_forwarded += 1;
             if !sub.dirty {
                 sub.dirty = true;
                 dirty.push(d.sub);
             }
+            dirty_since.get_or_insert(now);
         }
         let mut seen: Vec<Option<Rid>> = Vec::new();
         for rid in want_keyframe {
@@ -1456,16 +1773,18 @@ fn clock_rate(rtc: &Rtc, mid: Mid) -> u32 {
     }
 }
 
-/// The subscriber-side payload type for an incoming packet's codec.
-fn map_pt(sub: &Rtc, mid: Mid, codec: CodecKind) -> Option<str0m::media::Pt> {
+/// The subscriber-side payload type for an incoming packet's codec, and whether
+/// only the RED primary goes out: RED where the subscriber negotiated it, else its
+/// primary as Opus.
+fn map_pt(sub: &Rtc, mid: Mid, codec: CodecKind) -> Option<(str0m::media::Pt, bool)> {
     let media = sub.media(mid)?;
     let remote = media.remote_pts();
-    sub.codec_config()
-        .params()
-        .iter()
-        .filter(|p| remote.is_empty() || remote.contains(&p.pt()))
-        .find(|p| CodecKind::from_codec(p.spec().codec) == codec)
-        .map(|p| p.pt())
+    let mut params = sub.codec_config().params().iter().filter(|p| remote.is_empty() || remote.contains(&p.pt()));
+    if codec == CodecKind::Red {
+        let opus = params.find(|p| p.spec().codec == Codec::Opus)?;
+        return Some(opus.red().map_or((opus.pt(), true), |red| (red, false)));
+    }
+    params.find(|p| CodecKind::from_codec(p.spec().codec) == codec).map(|p| (p.pt(), false))
 }
 
 #[cfg(test)]

@@ -188,26 +188,42 @@ impl Demux {
 
     /// `classify` for a packet that came over `transport`.
     pub fn classify_on(&mut self, transport: Transport, source: SocketAddr, datagram: &[u8]) -> Route {
+        let (route, teach) = self.peek_on(transport, source, datagram);
+        if let (Route::Peer(key), true) = (route, teach) {
+            self.teach((transport, source), key);
+        }
+        route
+    }
+
+    /// `classify_on` without learning: the route, and whether it is a binding
+    /// request that would (re)bind `source` to that peer (`learn` does). Shared
+    /// tables look up under a read lock and take the write lock only to learn.
+    pub fn peek_on(&self, transport: Transport, source: SocketAddr, datagram: &[u8]) -> (Route, bool) {
         let source = (transport, source);
         let Some(class) = Class::of(datagram) else {
-            return Route::Drop(Drop::NotWebrtc);
+            return (Route::Drop(Drop::NotWebrtc), false);
         };
         if class == Class::Stun {
             let ours = stun_local_ufrag(datagram).is_some_and(|local| self.by_ufrag.contains_key(local));
             // Only a request naming one of ours pays for a full parse.
             if let Some(key) = ours.then(|| self.route_stun(datagram)).flatten() {
-                self.teach(source, key);
-                return Route::Peer(key);
+                let known = self.by_addr.get(&source) == Some(&key);
+                return (Route::Peer(key), !known);
             }
             return match self.by_addr.get(&source) {
-                Some(&key) => Route::Peer(key),
-                None => Route::Drop(Drop::UnknownUfrag),
+                Some(&key) => (Route::Peer(key), false),
+                None => (Route::Drop(Drop::UnknownUfrag), false),
             };
         }
         match self.by_addr.get(&source) {
-            Some(&key) => Route::Peer(key),
-            None => Route::Drop(Drop::UnknownSource),
+            Some(&key) => (Route::Peer(key), false),
+            None => (Route::Drop(Drop::UnknownSource), false),
         }
+    }
+
+    /// Bind `source` to `key`, as a binding request `peek_on` routed would.
+    pub fn learn(&mut self, transport: Transport, source: SocketAddr, key: PeerKey) {
+        self.teach((transport, source), key);
     }
 
     fn route_stun(&self, datagram: &[u8]) -> Option<PeerKey> {

@@ -32,6 +32,8 @@ pub enum EngineError {
     ChannelNotOpen { peer: String, label: &'static str },
     /// The layer index was out of range (0..=2).
     BadLayer(i64),
+    /// `add_peer` on a shard that does not exist.
+    BadShard(usize),
     /// str0m refused an operation.
     Rtc(String),
     /// Socket or thread set-up failed.
@@ -59,6 +61,7 @@ impl fmt::Display for EngineError {
                 write!(f, "data channel {label} of peer {peer:?} is not open")
             }
             Self::BadLayer(q) => write!(f, "simulcast quality {q} out of range 0..=2"),
+            Self::BadShard(s) => write!(f, "no shard {s}"),
             Self::Rtc(e) => write!(f, "webrtc: {e}"),
             Self::Io(e) => write!(f, "io: {e}"),
             Self::Closed => write!(f, "media engine is closed"),

@@ -43,6 +43,9 @@ pub enum MediaEvent {
     /// Every `link_stats::LINK_STATS_INTERVAL`: each peer's link since the last
     /// event (peers without stream stats are left out).
     LinkStats { links: Vec<(String, LinkStat)> },
+    /// The allocator paused a video down track (the subscriber's bandwidth estimate
+    /// does not fit even its lowest layer; nothing is forwarded) or resumed it.
+    StreamStateChanged { peer_id: String, track_id: String, paused: bool },
 }
 
 /// Events beyond this many are dropped (counted in `events_dropped`) so a

@@ -11,6 +11,8 @@ pub enum CodecKind {
     H264,
     Vp9,
     Av1,
+    /// RFC 2198 redundant audio (`audio/red`) wrapping Opus.
+    Red,
     /// Negotiated but not understood: forwarded, never waited on.
     Other,
 }
@@ -25,6 +27,7 @@ impl CodecKind {
             Codec::H264 => Self::H264,
             Codec::Vp9 => Self::Vp9,
             Codec::Av1 => Self::Av1,
+            Codec::Red => Self::Red,
             _ => Self::Other,
         }
     }
@@ -37,6 +40,7 @@ impl CodecKind {
             Self::H264 => "h264",
             Self::Vp9 => "vp9",
             Self::Av1 => "av1",
+            Self::Red => "red",
             Self::Other => "other",
         }
     }
@@ -55,7 +59,7 @@ pub fn is_keyframe_start(codec: CodecKind, payload: &[u8]) -> bool {
         CodecKind::H264 => h264(payload),
         CodecKind::Vp9 => vp9(payload),
         CodecKind::Av1 => av1(payload),
-        CodecKind::Opus | CodecKind::Other => true,
+        CodecKind::Opus | CodecKind::Red | CodecKind::Other => true,
     }
 }
 

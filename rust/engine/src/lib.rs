@@ -1,7 +1,8 @@
 //! pysfu's media data plane. Knows peers and tracks, never rooms.
 //!
 //! # Run loop
-//! One engine thread owns a UDP socket shared by all peers and a [`core::Core`]:
+//! Each engine thread (a shard, see [`shard`]) owns a UDP socket shared by its
+//! peers and a [`core::Core`]:
 //! str0m `Rtc` instances in RTP mode with ICE-lite, one per PeerConnection.
 //! Datagrams are routed to peers by remote address; a STUN binding request whose
 //! USERNAME names a peer's local ufrag teaches (or re-teaches) an address.
@@ -11,9 +12,11 @@
 //! own SRTP and send.
 //!
 //! # The door
-//! [`Engine`] is the handle: commands run as closures on the engine thread and
-//! block the caller until done; events go back through an [`EventQueue`] whose
-//! wake fd turns readable when events are pending.
+//! [`Engine`] is the handle: commands run as closures on the thread of the shard
+//! they concern (the peer's, or the track's home) and block the caller until done
+//! (`bind_many`/`set_layers` batch many in one round trip per shard); events of
+//! every shard go back through one [`EventQueue`] whose wake fd turns readable
+//! when events are pending.
 //!
 //! # Invariants
 //! - Remote bytes never panic; a bad datagram is counted and dropped.
@@ -30,7 +33,7 @@
 //! # Out of scope (for now)
 //! TURN (the control plane runs it: pysfu/media/turn.py), dependency-descriptor forwarding, VP9/AV1 picture-id rewriting on
 //! layer switches (VP8's is done), RED, pausing down tracks that do not fit the
-//! bandwidth estimate, multi-threaded sharding.
+//! bandwidth estimate.
 //!
 //! # Quality
 //! `router::forwarder` decides per packet and down track; `router::allocator` caps
@@ -58,8 +61,10 @@ pub mod rewrite;
 pub mod router;
 mod runloop;
 pub mod sdp;
+pub mod shard;
 mod socket_buffers;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -70,6 +75,8 @@ pub use crate::core::Core;
 pub use crate::error::{EngineError, Result};
 pub use crate::event::{EventQueue, MediaEvent};
 pub use crate::peer::{Role, Sink};
+pub use crate::shard::ShardId;
+use crate::shard::{Fabric, Inbox, ShardLink};
 
 /// Version of the engine crate, reported by the Python side.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -91,6 +98,8 @@ pub struct Counters {
     /// RTCP feedback from subscribers (`_in`) and to publishers (`_out`).
     pub nacks_in: u64,
     pub nacks_out: u64,
+    /// Audio packets sent again because a subscriber NACKed them.
+    pub audio_resent: u64,
     pub plis_in: u64,
     pub plis_out: u64,
     pub firs_in: u64,
@@ -108,6 +117,11 @@ pub struct Counters {
     /// DTLS/RTP/RTCP from an address no peer has used.
     pub dropped_unknown_source: u64,
     pub bad_datagrams: u64,
+    /// Datagrams this shard's socket got for a peer of another shard (handed over).
+    pub handed_over: u64,
+    /// Packets of tracks homed here relayed to other shards' mirrors (one per
+    /// packet and follower shard, whatever its subscriber count).
+    pub rtp_relayed: u64,
 }
 
 /// Engine start-up settings.
@@ -129,9 +143,19 @@ pub struct EngineConfig {
     /// `None` offers UDP only.
     pub tcp_port: Option<u16>,
     /// Per-subscriber bandwidth estimation (TWCC) and bandwidth-driven layer
-    /// choice. Off by default: str0m then paces every subscriber's media to its
-    /// estimate, which costs CPU per packet (docs/performance.md).
+    /// choice, as the reference's congestion control. str0m then paces every
+    /// subscriber's media to its estimate, which costs CPU per packet
+    /// (docs/performance.md).
     pub bandwidth_estimation: bool,
+    /// With bandwidth estimation: pause video whose lowest layer does not fit
+    /// (`Core::set_allow_pause`); off, as the reference's `allow_pause`.
+    pub allow_pause: bool,
+    /// Engine threads (shards) behind the one port; 0 = one per core.
+    pub workers: usize,
+    /// Audio NACK: Opus negotiated with `nack`, lost publisher audio NACKed,
+    /// subscribers' audio NACKs answered (`core::audio_nack`). On by default; the
+    /// NACK lists come from str0m's raw packet events, which copy every packet.
+    pub audio_nack: bool,
 }
 
 impl EngineConfig {
@@ -144,17 +168,35 @@ impl EngineConfig {
             ice_disconnected_grace: core::ICE_DISCONNECTED_GRACE,
             advertise_ips: Vec::new(),
             tcp_port: None,
-            bandwidth_estimation: false,
+            bandwidth_estimation: true,
+            allow_pause: false,
+            workers: 1,
+            audio_nack: true,
         }
     }
 }
 
-/// Handle to the engine thread. Dropping it (or `close`) stops the thread.
-pub struct Engine {
+/// One engine thread: its command channel, waker and join handle.
+struct ShardHandle {
     jobs: Mutex<Option<SyncSender<runloop::Job>>>,
     waker: Arc<mio::Waker>,
-    queue: Arc<EventQueue>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Where the façade routes commands: each peer's shard, each track's home.
+#[derive(Default)]
+struct Placement {
+    peers: HashMap<String, ShardId>,
+    /// Track id → (home shard, publisher peer id).
+    homes: HashMap<String, (ShardId, String)>,
+}
+
+/// Handle to the engine threads (one per shard). Dropping it (or `close`) stops
+/// them.
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    placement: Mutex<Placement>,
+    queue: Arc<EventQueue>,
     local_addr: SocketAddr,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
@@ -172,16 +214,32 @@ fn guess_local_ip() -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// Shards for `workers` (0: one per core the process may use).
+pub fn shard_count(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Engine {
-    /// Bind the socket and start the engine thread.
+    /// Bind the sockets and start the engine threads.
     pub fn start(config: EngineConfig) -> Result<Self> {
-        let std_socket = StdUdpSocket::bind(SocketAddr::new(config.bind_ip, config.udp_port))?;
-        std_socket.set_nonblocking(true)?;
-        socket_buffers::enlarge(&std_socket);
-        let bound = std_socket.local_addr()?;
-        if bound.ip().is_unspecified() {
-            use std::os::fd::AsRawFd;
-            net::udp::enable_pktinfo(std_socket.as_raw_fd(), bound.is_ipv6())?;
+        let n = shard_count(config.workers);
+        let addr = SocketAddr::new(config.bind_ip, config.udp_port);
+        let first = if n > 1 { net::udp::bind_shared(addr)? } else { StdUdpSocket::bind(addr)? };
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..n {
+            sockets.push(net::udp::bind_shared(bound)?);
+        }
+        for s in &sockets {
+            s.set_nonblocking(true)?;
+            socket_buffers::enlarge(s);
+            if bound.ip().is_unspecified() {
+                use std::os::fd::AsRawFd;
+                net::udp::enable_pktinfo(s.as_raw_fd(), bound.is_ipv6())?;
+            }
         }
         let ips = if !config.advertise_ips.is_empty() {
             config.advertise_ips.clone()
@@ -194,7 +252,9 @@ impl Engine {
         };
         let udp_addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
         let local_addr = udp_addrs[0];
-        let tcp = match config.tcp_port {
+        // ICE-TCP is rare (UDP-blocked clients): one listener, on shard 0; other
+        // shards' peers send through it (`shard::CrossMsg::StreamOut`).
+        let mut tcp = match config.tcp_port {
             Some(port) => {
                 let listener = std::net::TcpListener::bind(SocketAddr::new(config.bind_ip, port))?;
                 Some(net::tcp::TcpPlane::new(listener, runloop::FIRST_TCP_CONNECTION)?)
@@ -208,31 +268,58 @@ impl Engine {
             }
             None => Vec::new(),
         };
-        let inbound = mio::net::UdpSocket::from_std(std_socket.try_clone()?);
-        let socket = mio::net::UdpSocket::from_std(std_socket);
-        let poll = mio::Poll::new()?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?);
         let queue = Arc::new(EventQueue::new()?);
-        let mut sink = runloop::UdpSink::new(socket);
-        sink.tcp = tcp;
-        let mut core = Core::new(sink, local_addr);
-        core.set_addresses(udp_addrs.clone(), tcp_addrs.clone());
-        core.set_ice_disconnected_grace(config.ice_disconnected_grace);
-        core.set_bandwidth_estimation(config.bandwidth_estimation);
-        let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
-        let q = queue.clone();
-        let thread = std::thread::Builder::new()
-            .name("pysfu-media".into())
-            .spawn(move || runloop::run(poll, core, inbound, rx, q))?;
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..n {
+            let poll = mio::Poll::new()?;
+            wakers.push(Arc::new(mio::Waker::new(poll.registry(), runloop::WAKER)?));
+            polls.push(poll);
+        }
+        let fabric = Arc::new(Fabric::new(wakers.iter().map(|w| Inbox::new(Some(w.clone()))).collect()));
+        let mut shards = Vec::new();
+        for (id, (poll, std_socket)) in polls.into_iter().zip(sockets).enumerate() {
+            let inbound = mio::net::UdpSocket::from_std(std_socket.try_clone()?);
+            let socket = mio::net::UdpSocket::from_std(std_socket);
+            let mut sink = runloop::UdpSink::new(socket);
+            if id == 0 {
+                sink.tcp = tcp.take();
+            } else if config.tcp_port.is_some() {
+                sink.stream_out = Some(Vec::new());
+            }
+            let mut core = Core::new(sink, local_addr);
+            if n > 1 {
+                core.set_shard(ShardLink { id, fabric: fabric.clone() });
+            }
+            core.set_addresses(udp_addrs.clone(), tcp_addrs.clone());
+            core.set_ice_disconnected_grace(config.ice_disconnected_grace);
+            core.set_bandwidth_estimation(config.bandwidth_estimation);
+            core.set_allow_pause(config.allow_pause);
+            core.set_audio_nack(config.audio_nack);
+            let (tx, rx) = sync_channel(JOB_QUEUE_DEPTH);
+            let q = queue.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("pysfu-media-{id}"))
+                .spawn(move || runloop::run(poll, core, inbound, rx, q))?;
+            shards.push(ShardHandle {
+                jobs: Mutex::new(Some(tx)),
+                waker: wakers[id].clone(),
+                thread: Mutex::new(Some(thread)),
+            });
+        }
         Ok(Self {
-            jobs: Mutex::new(Some(tx)),
-            waker,
+            shards,
+            placement: Mutex::new(Placement::default()),
             queue,
-            thread: Mutex::new(Some(thread)),
             local_addr,
             udp_addrs,
             tcp_addrs,
         })
+    }
+
+    /// Number of shards (engine threads).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// Advertised UDP host candidate addresses (the first is `local_addr`).
@@ -260,159 +347,369 @@ impl Engine {
         self.queue.drain()
     }
 
-    /// Run `f` on the engine thread and wait for its result.
-    pub fn call<R, F>(&self, f: F) -> Result<R>
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on shard `shard`'s thread and wait for its result.
+    pub fn call_on<R, F>(&self, shard: ShardId, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Core<runloop::UdpSink>, Instant) -> Result<R> + Send + 'static,
     {
+        let handle = self.shards.get(shard).ok_or(EngineError::Closed)?;
         let (reply_tx, reply_rx) = sync_channel(1);
         let job: runloop::Job = Box::new(move |core, now| {
             let _ = reply_tx.send(f(core, now));
         });
         {
-            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let jobs = handle.jobs.lock().unwrap_or_else(|p| p.into_inner());
             let tx = jobs.as_ref().ok_or(EngineError::Closed)?;
             tx.send(job).map_err(|_| EngineError::Closed)?;
         }
-        self.waker.wake()?;
+        handle.waker.wake()?;
         reply_rx.recv().map_err(|_| EngineError::Closed)?
     }
 
-    /// Add a peer.
-    pub fn add_peer(&self, peer_id: &str, role: Role) -> Result<()> {
+    /// Run `f` on the shard of peer `peer_id`.
+    pub fn call<R, F>(&self, peer_id: &str, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Core<runloop::UdpSink>, Instant) -> Result<R> + Send + 'static,
+    {
+        let shard = self.shard_of_peer(peer_id)?;
+        self.call_on(shard, f)
+    }
+
+    /// The shard peer `peer_id` was placed on.
+    pub fn shard_of_peer(&self, peer_id: &str) -> Result<ShardId> {
+        self.placement()
+            .peers
+            .get(peer_id)
+            .copied()
+            .ok_or_else(|| EngineError::UnknownPeer(peer_id.to_string()))
+    }
+
+    fn home_of(&self, track_id: &str) -> Result<ShardId> {
+        self.placement()
+            .homes
+            .get(track_id)
+            .map(|(s, _)| *s)
+            .ok_or_else(|| EngineError::UnknownTrack(track_id.to_string()))
+    }
+
+    /// Add a peer on `shard` (`None`: the shard with the fewest peers). The control
+    /// plane places peers: it knows rooms, and a room kept on one shard needs no
+    /// relaying.
+    pub fn add_peer(&self, peer_id: &str, role: Role, shard: Option<ShardId>) -> Result<()> {
+        let shard = {
+            let mut p = self.placement();
+            if p.peers.contains_key(peer_id) {
+                return Err(EngineError::PeerExists(peer_id.to_string()));
+            }
+            let shard = match shard {
+                Some(s) if s < self.shards.len() => s,
+                Some(s) => return Err(EngineError::BadShard(s)),
+                None => {
+                    let mut load = vec![0usize; self.shards.len()];
+                    for s in p.peers.values() {
+                        load[*s] += 1;
+                    }
+                    (0..load.len()).min_by_key(|s| load[*s]).unwrap_or(0)
+                }
+            };
+            p.peers.insert(peer_id.to_string(), shard);
+            shard
+        };
         let id = peer_id.to_string();
-        self.call(move |c, now| c.add_peer(&id, role, now))
+        let r = self.call_on(shard, move |c, now| c.add_peer(&id, role, now));
+        if r.is_err() {
+            self.placement().peers.remove(peer_id);
+        }
+        r
     }
 
     /// Remove a peer; idempotent.
     pub fn remove_peer(&self, peer_id: &str) -> Result<()> {
+        let Ok(shard) = self.shard_of_peer(peer_id) else { return Ok(()) };
         let id = peer_id.to_string();
-        self.call(move |c, now| {
+        let r = self.call_on(shard, move |c, now| {
             c.remove_peer(&id, now);
             Ok(())
-        })
+        });
+        let gone: Vec<String> = {
+            let mut p = self.placement();
+            p.peers.remove(peer_id);
+            let gone = p.homes.iter().filter(|(_, (_, publisher))| publisher == peer_id).map(|(t, _)| t.clone());
+            let gone: Vec<String> = gone.collect();
+            for t in &gone {
+                p.homes.remove(t);
+            }
+            gone
+        };
+        // Its tracks went with it; their mirrors go now, not when the home's word
+        // arrives, so the next offer to their subscribers already leaves them out.
+        self.drop_mirrors(shard, gone);
+        r
+    }
+
+    /// Remove the mirrors of `tracks` (homed on `home`) from every other shard.
+    fn drop_mirrors(&self, home: ShardId, tracks: Vec<String>) {
+        if tracks.is_empty() {
+            return;
+        }
+        for shard in (0..self.shards.len()).filter(|s| *s != home) {
+            let tracks = tracks.clone();
+            let _ = self.call_on(shard, move |c, _| {
+                for t in &tracks {
+                    // UnknownTrack where the shard had no mirror: nothing to do.
+                    let _ = c.unpublish_track(t);
+                }
+                Ok(())
+            });
+        }
     }
 
     /// Publisher: offer in, answer out.
     pub fn accept_offer(&self, peer_id: &str, sdp: &str) -> Result<String> {
         let (id, sdp) = (peer_id.to_string(), sdp.to_string());
-        self.call(move |c, now| c.accept_offer(&id, &sdp, now))
+        self.call(peer_id, move |c, now| c.accept_offer(&id, &sdp, now))
     }
 
     /// Subscriber: create an offer.
     pub fn create_offer(&self, peer_id: &str) -> Result<String> {
         let id = peer_id.to_string();
-        self.call(move |c, now| c.create_offer(&id, now))
+        self.call(peer_id, move |c, now| c.create_offer(&id, now))
     }
 
     /// Subscriber: an offer that restarts ICE (new credentials); see
     /// `Core::create_ice_restart_offer`.
     pub fn create_ice_restart_offer(&self, peer_id: &str) -> Result<String> {
         let id = peer_id.to_string();
-        self.call(move |c, now| c.create_ice_restart_offer(&id, now))
+        self.call(peer_id, move |c, now| c.create_ice_restart_offer(&id, now))
     }
 
     /// Subscriber: apply the answer.
     pub fn accept_answer(&self, peer_id: &str, sdp: &str) -> Result<()> {
         let (id, sdp) = (peer_id.to_string(), sdp.to_string());
-        self.call(move |c, now| c.accept_answer(&id, &sdp, now))
+        self.call(peer_id, move |c, now| c.accept_answer(&id, &sdp, now))
     }
 
     /// Add a trickled remote candidate.
     pub fn add_remote_candidate(&self, peer_id: &str, candidate: &str) -> Result<()> {
         let (id, cand) = (peer_id.to_string(), candidate.to_string());
-        self.call(move |c, now| c.add_remote_candidate(&id, &cand, now))
+        self.call(peer_id, move |c, now| c.add_remote_candidate(&id, &cand, now))
     }
 
     /// Our candidates.
     pub fn local_candidates(&self, peer_id: &str) -> Result<Vec<String>> {
         let id = peer_id.to_string();
-        self.call(move |c, _| c.local_candidates(&id))
+        self.call(peer_id, move |c, _| c.local_candidates(&id))
     }
 
-    /// Bind a publisher m-line to a track id.
+    /// Bind a publisher m-line to a track id; the publisher's shard is its home.
     pub fn publish_track(&self, publisher: &str, mid: &str, track_id: &str) -> Result<()> {
+        let shard = self.shard_of_peer(publisher)?;
         let (p, m, t) = (publisher.to_string(), mid.to_string(), track_id.to_string());
-        self.call(move |c, now| c.publish_track(&p, &m, &t, now))
+        self.call_on(shard, move |c, now| c.publish_track(&p, &m, &t, now))?;
+        self.placement()
+            .homes
+            .insert(track_id.to_string(), (shard, publisher.to_string()));
+        Ok(())
     }
 
-    /// Forget a track.
+    /// Forget a track (its mirrors go with it).
     pub fn unpublish_track(&self, track_id: &str) -> Result<()> {
+        let home = self.home_of(track_id)?;
         let t = track_id.to_string();
-        self.call(move |c, _| c.unpublish_track(&t))
+        let r = self.call_on(home, move |c, _| c.unpublish_track(&t));
+        self.placement().homes.remove(track_id);
+        self.drop_mirrors(home, vec![track_id.to_string()]);
+        r
+    }
+
+    /// Make sure shard `shard` can forward `track_id`: the home itself, or a
+    /// mirror fed by the home.
+    fn reach(&self, track_id: &str, shard: ShardId) -> Result<()> {
+        let home = self.home_of(track_id)?;
+        if home == shard {
+            return Ok(());
+        }
+        let t = track_id.to_string();
+        let export = self.call_on(home, move |c, _| c.follow_track(&t, shard))?;
+        self.call_on(shard, move |c, now| {
+            c.mirror_track(export, now);
+            Ok(())
+        })
     }
 
     /// Forward a track to a subscriber.
     pub fn subscribe(&self, subscriber: &str, track_id: &str, stream_id: &str) -> Result<()> {
+        let shard = self.shard_of_peer(subscriber)?;
+        self.reach(track_id, shard)?;
         let (s, t, st) = (subscriber.to_string(), track_id.to_string(), stream_id.to_string());
-        self.call(move |c, now| c.subscribe(&s, &t, &st, now))
+        self.call_on(shard, move |c, now| c.subscribe(&s, &t, &st, now))
     }
 
     /// Single PeerConnection: forward a track on a client-offered m-line.
     pub fn subscribe_on_mid(&self, subscriber: &str, track_id: &str, stream_id: &str, mid: &str) -> Result<()> {
+        let shard = self.shard_of_peer(subscriber)?;
+        self.reach(track_id, shard)?;
         let (s, t, st, m) = (subscriber.to_string(), track_id.to_string(), stream_id.to_string(), mid.to_string());
-        self.call(move |c, now| c.subscribe_on_mid(&s, &t, &st, &m, now))
+        self.call_on(shard, move |c, now| c.subscribe_on_mid(&s, &t, &st, &m, now))
+    }
+
+    /// Many subscribes and unsubscribes (`stream_id` None) in one round trip per
+    /// shard, in order per subscriber; one result per item. A room's new publisher
+    /// binds its track to every subscriber at once, and one call each would hold
+    /// the control plane for a round trip per subscriber.
+    pub fn bind_many(&self, items: Vec<(String, String, Option<String>)>) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = (0..items.len()).map(|_| Ok(())).collect();
+        let mut routed = Vec::new();
+        let mut reached: Vec<(String, ShardId)> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let shard = match self.shard_of_peer(&item.0) {
+                Ok(s) => s,
+                Err(e) => {
+                    results[i] = Err(e);
+                    continue;
+                }
+            };
+            let (_, track, stream) = &item;
+            if stream.is_some() && !reached.iter().any(|(t, s)| t == track && *s == shard) {
+                if let Err(e) = self.reach(track, shard) {
+                    results[i] = Err(e);
+                    continue;
+                }
+                reached.push((track.clone(), shard));
+            }
+            routed.push((i, shard, item));
+        }
+        self.scatter(routed, results, |c, (sub, track, stream), now| match stream {
+            Some(stream) => c.subscribe(&sub, &track, &stream, now),
+            None => c.unsubscribe(&sub, &track),
+        })
+    }
+
+    /// Many (quality, disabled) choices for subscribers' down tracks, one round
+    /// trip per shard; one result per item.
+    pub fn set_layers(&self, items: Vec<(String, String, i64, bool)>) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = (0..items.len()).map(|_| Ok(())).collect();
+        let mut routed = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match self.shard_of_peer(&item.0) {
+                Ok(shard) => routed.push((i, shard, item)),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        self.scatter(routed, results, |c, (sub, track, quality, disabled), now| {
+            c.set_layer(&sub, &track, quality, now)?;
+            c.set_disabled(&sub, &track, disabled, now)
+        })
+    }
+
+    /// Run `run` on each `(index, shard, item)` in one job per shard (items in
+    /// order), writing each outcome to `results[index]`.
+    fn scatter<T: Send + 'static>(
+        &self,
+        routed: Vec<(usize, ShardId, T)>,
+        mut results: Vec<Result<()>>,
+        run: fn(&mut Core<runloop::UdpSink>, T, Instant) -> Result<()>,
+    ) -> Vec<Result<()>> {
+        let mut per_shard: Vec<Vec<(usize, T)>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (i, shard, item) in routed {
+            per_shard[shard].push((i, item));
+        }
+        for (shard, batch) in per_shard.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+            let (indices, items): (Vec<usize>, Vec<T>) = batch.into_iter().unzip();
+            let done = self.call_on(shard, move |c, now| Ok(items.into_iter().map(|t| run(c, t, now)).collect::<Vec<_>>()));
+            match done {
+                Ok(rs) => indices.into_iter().zip(rs).for_each(|(i, r)| results[i] = r),
+                Err(e) => indices.into_iter().for_each(|i| results[i] = Err(e.clone())),
+            }
+        }
+        results
     }
 
     /// Stop forwarding a track to a subscriber.
     pub fn unsubscribe(&self, subscriber: &str, track_id: &str) -> Result<()> {
         let (s, t) = (subscriber.to_string(), track_id.to_string());
-        self.call(move |c, _| c.unsubscribe(&s, &t))
+        self.call(subscriber, move |c, _| c.unsubscribe(&s, &t))
     }
 
-    /// Mute or unmute a track.
+    /// Mute or unmute a track: at home, and on every shard that mirrors it (their
+    /// subscribers wait for a keyframe after an unmute, as the home's do).
     pub fn set_muted(&self, track_id: &str, muted: bool) -> Result<()> {
+        let home = self.home_of(track_id)?;
         let t = track_id.to_string();
-        self.call(move |c, now| c.set_muted(&t, muted, now))
+        self.call_on(home, move |c, now| c.set_muted(&t, muted, now))?;
+        for shard in (0..self.shards.len()).filter(|s| *s != home) {
+            let t = track_id.to_string();
+            // Shards without a mirror say UnknownTrack: nothing to do there.
+            let _ = self.call_on(shard, move |c, now| c.set_muted(&t, muted, now));
+        }
+        Ok(())
     }
 
     /// Pick a simulcast quality for one subscriber.
     pub fn set_layer(&self, subscriber: &str, track_id: &str, quality: i64) -> Result<()> {
         let (s, t) = (subscriber.to_string(), track_id.to_string());
-        self.call(move |c, now| c.set_layer(&s, &t, quality, now))
+        self.call(subscriber, move |c, now| c.set_layer(&s, &t, quality, now))
     }
 
     /// Disable or enable one subscriber's forwarding of a track.
     pub fn set_disabled(&self, subscriber: &str, track_id: &str, disabled: bool) -> Result<()> {
         let (s, t) = (subscriber.to_string(), track_id.to_string());
-        self.call(move |c, now| c.set_disabled(&s, &t, disabled, now))
+        self.call(subscriber, move |c, now| c.set_disabled(&s, &t, disabled, now))
     }
 
     /// Send on a data channel.
     pub fn send_data(&self, peer_id: &str, reliable: bool, payload: Vec<u8>) -> Result<()> {
         let id = peer_id.to_string();
-        self.call(move |c, now| c.send_data(&id, reliable, &payload, now))
+        self.call(peer_id, move |c, now| c.send_data(&id, reliable, &payload, now))
     }
 
-    /// Counters and gauges.
+    /// Counters and gauges, summed over the shards.
     pub fn stats(&self) -> Result<Vec<(&'static str, u64)>> {
-        let dropped = self.queue.dropped();
-        self.call(move |c, _| {
-            let mut s = c.stats();
-            s.push(("send_errors", c.sink_mut().send_errors));
-            s.push(("send_syscalls", c.sink_mut().send_syscalls));
-            if let Some(t) = &c.sink_mut().tcp {
-                let k = t.counters;
-                s.push(("tcp_connections", t.connection_count() as u64));
-                s.push(("tcp_accepted", k.accepted));
-                s.push(("tcp_refused", k.refused));
-                s.push(("tcp_frames_in", k.frames_in));
-                s.push(("tcp_frames_out", k.frames_out));
-                s.push(("tcp_frames_dropped", k.frames_dropped));
+        let mut total: Vec<(&'static str, u64)> = Vec::new();
+        for shard in 0..self.shards.len() {
+            let part = self.call_on(shard, move |c, _| {
+                let mut s = c.stats();
+                s.push(("send_errors", c.sink_mut().send_errors));
+                s.push(("send_syscalls", c.sink_mut().send_syscalls));
+                if let Some(t) = &c.sink_mut().tcp {
+                    let k = t.counters;
+                    s.push(("tcp_connections", t.connection_count() as u64));
+                    s.push(("tcp_accepted", k.accepted));
+                    s.push(("tcp_refused", k.refused));
+                    s.push(("tcp_frames_in", k.frames_in));
+                    s.push(("tcp_frames_out", k.frames_out));
+                    s.push(("tcp_frames_dropped", k.frames_dropped));
+                }
+                Ok(s)
+            })?;
+            for (name, v) in part {
+                match total.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, t)) => *t += v,
+                    None => total.push((name, v)),
+                }
             }
-            s.push(("events_dropped", dropped));
-            Ok(s)
-        })
+        }
+        total.push(("events_dropped", self.queue.dropped()));
+        total.push(("shards", self.shards.len() as u64));
+        Ok(total)
     }
 
-    /// Stop the engine thread and close the socket. Idempotent.
+    /// Stop the engine threads and close the sockets. Idempotent.
     pub fn close(&self) {
-        let tx = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(tx);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        for h in &self.shards {
+            drop(h.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let _ = h.waker.wake();
+        }
+        for h in &self.shards {
+            if let Some(t) = h.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -6,12 +6,20 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
 use str0m::media::{Mid, Rid};
-use str0m::rtp::Ssrc;
-use str0m::{Event, Output, Rtc};
+use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{RawPacket, Ssrc};
+use str0m::{Event, Input, Output, Rtc};
 
 use crate::link_stats::LinkAcc;
 use crate::router::TrackKey;
 use crate::PeerKey;
+
+/// How far ahead of the caller's `now` a peer's drain may serve str0m's timeouts
+/// (see `Peer::drain`): the pacer asks for one a microsecond after each packet.
+const PACED_SLACK: Duration = Duration::from_micros(50);
+
+/// Timeouts one drain serves at most, so one peer's backlog cannot hold the shard.
+const MAX_TIMEOUTS_PER_DRAIN: u32 = 64;
 
 /// Which of the participant's two PeerConnections this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +43,12 @@ pub trait Sink {
     /// the sink's business). Sinks without TCP drop it.
     fn send_stream(&mut self, dest: SocketAddr, data: &[u8]) {
         let _ = (dest, data);
+    }
+
+    /// ICE-TCP frames queued for the shard that holds the connections (see
+    /// `crate::shard`); sinks that hold them, or drop them, have none.
+    fn stream_frames(&mut self) -> Option<Vec<(SocketAddr, Vec<u8>)>> {
+        None
     }
 }
 
@@ -134,15 +148,29 @@ impl Peer {
 
     /// Drain `poll_output` to its timeout: transmit datagrams, collect events.
     /// Returns false when str0m reported an error (the peer is unusable).
+    ///
+    /// str0m's pacer releases one packet per timeout and then asks for another a
+    /// microsecond later; those timeouts are served here, on the spot, rather than
+    /// by a round of the run loop (which looks at every peer) per paced packet.
+    /// Time fed so runs at most `PACED_SLACK` ahead of `now`.
     pub fn drain<S: Sink>(
         &mut self,
         sink: &mut S,
         events: &mut Vec<(PeerKey, Event)>,
         tx: &mut crate::Counters,
+        now: Instant,
     ) -> bool {
+        let mut served = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    if t <= now + PACED_SLACK && served < MAX_TIMEOUTS_PER_DRAIN && !self.closed {
+                        served += 1;
+                        if let Err(e) = self.rtc.handle_input(Input::Timeout(t.max(now))) {
+                            tracing::debug!(peer = %self.id, "timeout: {e}");
+                        }
+                        continue;
+                    }
                     self.next_timeout = t;
                     return true;
                 }
@@ -153,6 +181,13 @@ impl Peer {
                         sink.send(t.destination, &t.contents);
                     } else {
                         sink.send_stream(t.destination, &t.contents);
+                    }
+                }
+                // Raw packets are on only for the NACKs they carry (audio resends,
+                // see `router::audio_history`); every other copy is dropped here.
+                Ok(Output::Event(Event::RawPacket(raw))) => {
+                    if matches!(*raw, RawPacket::RtcpRx(Rtcp::Nack(_))) {
+                        events.push((self.key, Event::RawPacket(raw)));
                     }
                 }
                 Ok(Output::Event(e)) => events.push((self.key, e)),

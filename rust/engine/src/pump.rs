@@ -68,6 +68,9 @@ pub fn turn<S: Sink>(
                 reads += 1;
                 let now = clock();
                 core.handle_datagram_to(source, dest, &buf[..n], now);
+                if core.flush_due(now) {
+                    core.flush(now);
+                }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 drained = true;

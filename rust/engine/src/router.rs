@@ -2,6 +2,7 @@
 //! per-subscriber down tracks with their forwarding state. Pure bookkeeping and
 //! decisions; the str0m calls live in `core`.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid, Pt, Rid};
@@ -9,12 +10,16 @@ use str0m::rtp::Ssrc;
 
 pub mod allocator;
 pub mod audio;
+pub mod audio_history;
 pub mod forwarder;
+pub mod red;
 
-use self::allocator::Demand;
+use self::allocator::{Demand, Pause};
 use self::audio::LevelMeter;
+use self::audio_history::AudioHistory;
 use self::forwarder::Forwarder;
 use crate::keyframe::CodecKind;
+use crate::shard::ShardId;
 use crate::PeerKey;
 
 /// Index of a published track.
@@ -23,6 +28,12 @@ pub type TrackKey = u32;
 /// Minimum spacing of keyframe requests sent to a publisher for one layer: a
 /// keyframe costs several frames of bitrate, and libwebrtc itself rate-limits.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The same spacing for a mirror's requests to its home shard (`crate::shard`).
+/// The home throttles what reaches the publisher; a mirror asking as rarely as
+/// the home would, out of phase with it, could make its subscribers wait twice
+/// the interval.
+pub const MIRROR_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A layer that has not carried media for this long is not chosen for a
 /// subscriber (simulcast layers pause when the publisher lacks bandwidth).
@@ -48,12 +59,7 @@ pub struct Layer {
 impl Layer {
     /// Quality index of the rid: q/h/f as LiveKit, unknown rids by order seen.
     fn quality(&self) -> u8 {
-        match self.rid.as_deref() {
-            Some("q") => 0,
-            Some("h") => 1,
-            Some("f") | None => 2,
-            Some(_) => 1,
-        }
+        forwarder::quality(self.rid)
     }
 }
 
@@ -71,6 +77,13 @@ pub struct Track {
     pub codecs: Vec<(Pt, CodecKind)>,
     /// Audio tracks: levels since the last summary (see `audio`).
     pub level: Option<LevelMeter>,
+    /// A mirror of a track homed on another shard (`crate::shard`): `publisher`
+    /// names no peer here, media arrives relayed, keyframe requests go home.
+    pub origin: Option<ShardId>,
+    /// Home tracks: the shards whose mirrors get every packet.
+    pub followers: Vec<ShardId>,
+    /// `id`, shared by the messages that name the track across shards.
+    pub relay_id: Arc<str>,
 }
 
 /// Forwarding state of one track towards one subscriber peer.
@@ -95,8 +108,15 @@ pub struct DownTrack {
     pub disabled: bool,
     /// Forwarding state and output numbering (see `forwarder`).
     pub fwd: Forwarder,
-    /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated there).
-    pub pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated
+    /// there) and whether only the RED primary goes out (RED in, no RED there).
+    pub pt_map: Vec<(Pt, Option<(Pt, bool)>)>,
+    /// Audio: the packets sent last, to answer the subscriber's NACKs (see
+    /// `audio_history`). None for video, which str0m resends through RTX.
+    pub sent_audio: Option<AudioHistory>,
+    /// Paused by the allocator: even the lowest layer does not fit the subscriber's
+    /// bandwidth estimate (video only; nothing is sent while paused).
+    pub bw_pause: Pause,
 }
 
 impl DownTrack {
@@ -115,6 +135,8 @@ impl DownTrack {
             disabled: false,
             fwd: Forwarder::new(clock, seed),
             pt_map: Vec::new(),
+            sent_audio: (kind == MediaKind::Audio).then(AudioHistory::default),
+            bw_pause: Pause::default(),
         }
     }
 
@@ -135,9 +157,17 @@ impl DownTrack {
     }
 }
 
+/// What a forwarded packet costs on a subscriber's link beyond its payload: RTP
+/// header with the extensions forwarded (~24), SRTP tag (16), UDP/IPv4 (28). A
+/// layer measured by payload alone looks ~7 % cheaper than it is at video's packet
+/// sizes, enough for the allocator to choose a layer that just does not fit.
+pub const WIRE_OVERHEAD_BYTES: usize = 68;
+
 impl Track {
-    /// Record that a packet of layer (rid, ssrc) arrived, with `bytes` of payload.
+    /// Record that a packet of layer (rid, ssrc) arrived, with `bytes` of payload
+    /// (counted with `WIRE_OVERHEAD_BYTES`, what it costs a subscriber's link).
     pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, bytes: usize, now: Instant) {
+        let bytes = if bytes == 0 { 0 } else { bytes + WIRE_OVERHEAD_BYTES };
         if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) {
             l.last_seen = now;
             l.ssrc = ssrc;
@@ -197,12 +227,13 @@ impl Track {
 
     /// Whether a keyframe request for this layer may go out now (and note it).
     pub fn keyframe_request_due(&mut self, rid: Option<Rid>, now: Instant) -> bool {
+        let interval = if self.origin.is_some() { MIRROR_KEYFRAME_REQUEST_INTERVAL } else { KEYFRAME_REQUEST_INTERVAL };
         let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) else {
             // No media seen on it yet: nothing to throttle against.
             return true;
         };
         match l.last_keyframe_request {
-            Some(t) if now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL => false,
+            Some(t) if now.saturating_duration_since(t) < interval => false,
             _ => {
                 l.last_keyframe_request = Some(now);
                 true
@@ -232,7 +263,9 @@ impl Router {
         let key = self.next;
         self.next = self.next.wrapping_add(1);
         self.by_id.insert(track.id.clone(), key);
-        self.by_pub_mid.insert((track.publisher, track.mid), key);
+        if track.origin.is_none() {
+            self.by_pub_mid.insert((track.publisher, track.mid), key);
+        }
         self.tracks.insert(key, track);
         key
     }
@@ -241,7 +274,9 @@ impl Router {
     pub fn unpublish(&mut self, key: TrackKey) -> Option<Track> {
         let track = self.tracks.remove(&key)?;
         self.by_id.remove(&track.id);
-        self.by_pub_mid.remove(&(track.publisher, track.mid));
+        if track.origin.is_none() {
+            self.by_pub_mid.remove(&(track.publisher, track.mid));
+        }
         self.by_sub_mid.retain(|_, k| *k != key);
         Some(track)
     }
@@ -267,6 +302,9 @@ mod tests {
             downs: Vec::new(),
             codecs: Vec::new(),
             level: None,
+            origin: None,
+            followers: Vec::new(),
+            relay_id: "TR".into(),
         }
     }
 
@@ -292,6 +330,19 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_is_measured_at_its_cost_on_the_wire() {
+        let now = Instant::now();
+        let mut t = track();
+        // 100 packets of 1000 payload bytes in one second.
+        for _ in 0..100 {
+            t.saw_layer(Some("q".into()), Ssrc::from(1), 1000, now);
+        }
+        t.measure(Duration::from_secs(1));
+        let wire = 100 * (1000 + WIRE_OVERHEAD_BYTES as u64) * 8;
+        assert_eq!(t.demand(2, now).layers[0], Some(wire));
+    }
+
+    #[test]
     fn keyframe_requests_are_throttled_per_layer() {
         let now = Instant::now();
         let mut t = track();
@@ -299,5 +350,12 @@ mod tests {
         assert!(t.keyframe_request_due(None, now));
         assert!(!t.keyframe_request_due(None, now + Duration::from_millis(10)));
         assert!(t.keyframe_request_due(None, now + KEYFRAME_REQUEST_INTERVAL));
+        // A mirror asks its home more often; the home throttles the publisher.
+        let mut m = track();
+        m.origin = Some(0);
+        m.saw_layer(None, Ssrc::from(1), 0, now);
+        assert!(m.keyframe_request_due(None, now));
+        assert!(!m.keyframe_request_due(None, now + MIRROR_KEYFRAME_REQUEST_INTERVAL / 2));
+        assert!(m.keyframe_request_due(None, now + MIRROR_KEYFRAME_REQUEST_INTERVAL));
     }
 }

@@ -38,14 +38,16 @@ pub struct UdpSink {
     /// The socket is IPv6 (dual-stack when bound to `::`): IPv4 destinations go out
     /// as IPv4-mapped addresses.
     pub(crate) v6: bool,
-    /// ICE over TCP, when a TCP port is configured.
+    /// ICE over TCP, when a TCP port is configured (on shard 0 only).
     pub(crate) tcp: Option<TcpPlane>,
+    /// Shards without the TCP plane: frames for shard 0's connections.
+    pub(crate) stream_out: Option<Vec<(SocketAddr, Vec<u8>)>>,
 }
 
 impl UdpSink {
     pub(crate) fn new(socket: UdpSocket) -> Self {
         let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
-        Self { socket, batch: Batch::default(), send_errors: 0, send_syscalls: 0, v6, tcp: None }
+        Self { socket, batch: Batch::default(), send_errors: 0, send_syscalls: 0, v6, tcp: None, stream_out: None }
     }
 
     /// Send what the turn queued.
@@ -71,7 +73,13 @@ impl Sink for UdpSink {
     fn send_stream(&mut self, dest: SocketAddr, data: &[u8]) {
         if let Some(tcp) = &mut self.tcp {
             tcp.send(dest, data);
+        } else if let Some(out) = &mut self.stream_out {
+            out.push((dest, data.to_vec()));
         }
+    }
+
+    fn stream_frames(&mut self) -> Option<Vec<(SocketAddr, Vec<u8>)>> {
+        self.stream_out.as_mut().filter(|o| !o.is_empty()).map(std::mem::take)
     }
 }
 
@@ -132,6 +140,17 @@ pub(crate) fn run(
                 Err(TryRecvError::Disconnected) => return,
             }
         }
+        // Other shards' messages: handed-over datagrams, relayed media, requests.
+        if let Some(link) = core.shard_link() {
+            let msgs = link.fabric.inbox(link.id).take();
+            for msg in msgs {
+                let now = Instant::now();
+                core.handle_cross(msg, now);
+                if core.flush_due(now) {
+                    core.flush(now);
+                }
+            }
+        }
         // ICE-TCP: accept, read (a bounded budget per connection), write what waits.
         if let Some(tcp) = &mut core.sink_mut().tcp {
             let now = Instant::now();
@@ -157,5 +176,6 @@ pub(crate) fn run(
             tcp.flush(poll.registry(), Instant::now());
         }
         queue.push_all(&mut core.events);
+        core.deliver_outbox();
     }
 }

@@ -118,8 +118,8 @@ fn setup() -> (World, Mid, ChannelId) {
 fn setup_with(simulcast: Option<Simulcast>) -> (World, Mid, ChannelId) {
     let engine = Engine::start(EngineConfig::new("127.0.0.1".parse().unwrap()))
     .unwrap();
-    engine.add_peer("pub", Role::Publisher).unwrap();
-    engine.add_peer("sub", Role::Subscriber).unwrap();
+    engine.add_peer("pub", Role::Publisher, None).unwrap();
+    engine.add_peer("sub", Role::Subscriber, None).unwrap();
     let mut w = World { engine, clients: vec![Client::new(), Client::new()], events: vec![] };
 
     let p = &mut w.clients[PUB];
@@ -359,12 +359,13 @@ fn simulcast_layers_and_switching() {
     assert!(!offer.contains("a=simulcast"), "subscriber gets one layer: {offer}");
     w.pump(Duration::from_millis(100));
 
-    // Default HIGH: only f, from its keyframe on.
+    // Default HIGH: the first keyframe of any layer up to f starts the picture (q's
+    // comes first in the round), then f from its keyframe on.
     round(&mut w, &mut layers, false, 1);
     round(&mut w, &mut layers, true, 2);
     round(&mut w, &mut layers, false, 3);
     w.pump(Duration::from_millis(100));
-    assert_eq!(tags(&w.clients[SUB]), vec![0x32, 0x33]);
+    assert_eq!(tags(&w.clients[SUB]), vec![0x12, 0x32, 0x33]);
 
     // Switch to LOW: f continues until q has a keyframe, then q only.
     w.engine.set_layer("sub", "TR_sim", 0).unwrap();
@@ -372,7 +373,7 @@ fn simulcast_layers_and_switching() {
     round(&mut w, &mut layers, true, 5);
     round(&mut w, &mut layers, false, 6);
     w.pump(Duration::from_millis(100));
-    assert_eq!(tags(&w.clients[SUB]), vec![0x32, 0x33, 0x34, 0x15, 0x16]);
+    assert_eq!(tags(&w.clients[SUB]), vec![0x12, 0x32, 0x33, 0x34, 0x15, 0x16]);
     let seqs: Vec<u64> = w.clients[SUB].rtp_received().iter().map(|p| p.0).collect();
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "continuous seq across switch: {seqs:?}");
     // VP8 PictureID and TL0PICIDX continue across the switch too (one packet per frame).
@@ -482,7 +483,7 @@ fn a_backlog_drains_without_waiting_for_timers() {
     std::thread::scope(|s| {
         s.spawn(|| {
             engine
-                .call(move |_, _| {
+                .call_on(0, move |_, _| {
                     held_tx.send(()).unwrap();
                     release_rx.recv().unwrap();
                     Ok(())

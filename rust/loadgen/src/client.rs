@@ -201,6 +201,10 @@ impl ClientPeer {
         self.loss.expected()
     }
 
+    pub fn reordered(&self) -> u64 {
+        self.loss.reordered()
+    }
+
     pub fn clear_loss(&mut self) {
         self.loss.clear();
     }

@@ -183,6 +183,7 @@ impl LoadGen {
         self.call(|state, _| {
             let t = &state.totals;
             let expected: u64 = state.peers.values().map(ClientPeer::expected).sum();
+            let reordered: u64 = state.peers.values().map(ClientPeer::reordered).sum();
             let connected = state.peers.values().filter(|p| p.connected_at.is_some() && p.alive).count();
             Ok(vec![
                 ("packets_sent", t.packets_sent),
@@ -190,6 +191,7 @@ impl LoadGen {
                 ("packets_received", t.packets_received),
                 ("bytes_received", t.bytes_received),
                 ("packets_expected", expected),
+                ("packets_reordered", reordered),
                 ("latency_samples", t.latency.count()),
                 ("latency_p50_us", t.latency.quantile_us(0.50)),
                 ("latency_p95_us", t.latency.quantile_us(0.95)),

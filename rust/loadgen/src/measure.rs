@@ -61,16 +61,23 @@ struct Span {
     received: u64,
 }
 
+/// Packets that arrived after a later one of their stream (`LossTracker`).
+pub type Reordered = u64;
+
 /// Loss per (receiving peer, track): packets the publisher numbered between
 /// the first and last one seen, against those that arrived.
 #[derive(Debug, Default, Clone)]
 pub struct LossTracker {
     spans: HashMap<u32, Span>,
+    reordered: Reordered,
 }
 
 impl LossTracker {
     pub fn record(&mut self, track: u32, counter: u32) {
         let span = self.spans.entry(track).or_insert(Span { low: counter, high: counter, received: 0 });
+        if counter < span.high {
+            self.reordered += 1;
+        }
         span.low = span.low.min(counter);
         span.high = span.high.max(counter);
         span.received += 1;
@@ -82,8 +89,14 @@ impl LossTracker {
         self.spans.values().map(|s| u64::from(s.high - s.low) + 1).sum()
     }
 
+    /// Packets that arrived after a later packet of the same stream.
+    pub fn reordered(&self) -> Reordered {
+        self.reordered
+    }
+
     pub fn clear(&mut self) {
         self.spans.clear();
+        self.reordered = 0;
     }
 }
 

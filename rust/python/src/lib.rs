@@ -173,6 +173,31 @@ impl LinkStats {
     }
 }
 
+/// The bandwidth allocator paused a video track to a subscriber, or resumed it.
+#[pyclass(frozen, module = "pysfu._core")]
+struct StreamStateChanged {
+    #[pyo3(get)]
+    peer_id: String,
+    #[pyo3(get)]
+    track_id: String,
+    #[pyo3(get)]
+    paused: bool,
+}
+
+#[pymethods]
+impl StreamStateChanged {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "stream_state_changed"
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "StreamStateChanged(peer_id={:?}, track_id={:?}, paused={})",
+            self.peer_id, self.track_id, self.paused
+        )
+    }
+}
+
 fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
     Ok(match e {
         MediaEvent::PeerConnected { peer_id } => Py::new(py, PeerConnected { peer_id })?.into_any(),
@@ -195,6 +220,9 @@ fn event_to_py(py: Python<'_>, e: MediaEvent) -> PyResult<PyObject> {
             let links = links.into_iter().map(|(p, l)| (p, l.loss, l.jitter_ms, l.rtt_ms)).collect();
             Py::new(py, LinkStats { links })?.into_any()
         }
+        MediaEvent::StreamStateChanged { peer_id, track_id, paused } => {
+            Py::new(py, StreamStateChanged { peer_id, track_id, paused })?.into_any()
+        }
         other => {
             return Err(PyValueError::new_err(format!("unexpected engine event {other:?}")));
         }
@@ -210,7 +238,9 @@ struct MediaEngine {
 #[pymethods]
 impl MediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, bandwidth_estimation = false, advertise_ips = Vec::new(), tcp_port = None))]
+    // Keyword arguments of the Python constructor, one per engine setting.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", udp_port = 7882, advertise_ip = None, ice_disconnected_grace = 10.0, bandwidth_estimation = true, allow_pause = false, audio_nack = true, advertise_ips = Vec::new(), tcp_port = None, workers = 1))]
     fn new(
         py: Python<'_>,
         bind_ip: &str,
@@ -218,8 +248,11 @@ impl MediaEngine {
         advertise_ip: Option<&str>,
         ice_disconnected_grace: f64,
         bandwidth_estimation: bool,
+        allow_pause: bool,
+        audio_nack: bool,
         advertise_ips: Vec<String>,
         tcp_port: Option<u16>,
+        workers: usize,
     ) -> PyResult<Self> {
         let ice_disconnected_grace = Duration::try_from_secs_f64(ice_disconnected_grace).map_err(|_| {
             PyValueError::new_err(format!("bad ice_disconnected_grace {ice_disconnected_grace:?} (seconds, >= 0)"))
@@ -240,8 +273,11 @@ impl MediaEngine {
             advertise_ip,
             ice_disconnected_grace,
             bandwidth_estimation,
+            allow_pause,
+            audio_nack,
             advertise_ips,
             tcp_port,
+            workers,
         };
         let engine = py.allow_threads(|| Engine::start(config)).map_err(to_py)?;
         Ok(Self { engine })
@@ -278,10 +314,17 @@ impl MediaEngine {
             .collect()
     }
 
-    #[pyo3(signature = (peer_id, *, subscriber))]
-    fn add_peer(&self, py: Python<'_>, peer_id: &str, subscriber: bool) -> PyResult<()> {
+    /// Number of engine threads (shards).
+    #[getter]
+    fn shards(&self) -> usize {
+        self.engine.shards()
+    }
+
+    /// Add a peer on `shard` (None: the least loaded).
+    #[pyo3(signature = (peer_id, *, subscriber, shard = None))]
+    fn add_peer(&self, py: Python<'_>, peer_id: &str, subscriber: bool, shard: Option<usize>) -> PyResult<()> {
         let role = if subscriber { Role::Subscriber } else { Role::Publisher };
-        py.allow_threads(|| self.engine.add_peer(peer_id, role)).map_err(to_py)
+        py.allow_threads(|| self.engine.add_peer(peer_id, role, shard)).map_err(to_py)
     }
 
     fn remove_peer(&self, py: Python<'_>, peer_id: &str) -> PyResult<()> {
@@ -345,6 +388,20 @@ impl MediaEngine {
     ) -> PyResult<()> {
         py.allow_threads(|| self.engine.subscribe_on_mid(subscriber, track_id, stream_id, mid))
             .map_err(to_py)
+    }
+
+    /// Subscribes (stream id given) and unsubscribes (None) in one round trip per
+    /// shard; per item None when done, else the error's message.
+    fn bind_many(&self, py: Python<'_>, items: Vec<(String, String, Option<String>)>) -> Vec<Option<String>> {
+        let results = py.allow_threads(|| self.engine.bind_many(items));
+        results.into_iter().map(|r| r.err().map(|e| e.to_string())).collect()
+    }
+
+    /// (subscriber, track, quality, disabled) choices in one round trip per shard;
+    /// per item None when done, else the error's message.
+    fn set_layers(&self, py: Python<'_>, items: Vec<(String, String, i64, bool)>) -> Vec<Option<String>> {
+        let results = py.allow_threads(|| self.engine.set_layers(items));
+        results.into_iter().map(|r| r.err().map(|e| e.to_string())).collect()
     }
 
     #[pyo3(signature = (*, subscriber, track_id))]
@@ -419,5 +476,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DataReceived>()?;
     m.add_class::<AudioLevels>()?;
     m.add_class::<LinkStats>()?;
+    m.add_class::<StreamStateChanged>()?;
     Ok(())
 }

@@ -15,12 +15,16 @@
 //! | `burst`    | run-loop read turns under bursts of thousands of datagrams (junk, unknown-ufrag STUN, errors, real SRTP) |
 //! | `router`   | the same `Core` driven by publish/subscribe/mute/packet events, checked against a model |
 //! | `tcp`      | the ICE-TCP RFC 4571 framer under fuzzed segmentation vs a model, frames routed as TCP |
+//! | `shards`   | two shards of one fabric: hand-over, relayed media to a mirror, its end, vs a model |
+//! | `red`      | the RFC 2198 (audio/red) primary extraction vs a model          |
 mod burst;
 mod demux;
 mod reader;
+mod red;
 mod rewrite;
 mod sdp;
 mod session;
+mod shards;
 mod tcp;
 
 pub use reader::Reader;
@@ -38,6 +42,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("router", session::run_router),
     ("burst", burst::run),
     ("tcp", tcp::run),
+    ("shards", shards::run),
+    ("red", red::run),
 ];
 
 /// Target `demux`.
@@ -70,6 +76,16 @@ pub fn tcp(data: &[u8]) {
     tcp::run(data)
 }
 
+/// Target `shards`.
+pub fn shards(data: &[u8]) {
+    shards::run(data)
+}
+
+/// Target `red`.
+pub fn red(data: &[u8]) {
+    red::run(data)
+}
+
 /// Target `burst`.
 pub fn burst(data: &[u8]) {
     burst::run(data)
@@ -100,6 +116,12 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, data) in tcp::seeds() {
         out.push(("tcp", name, data));
+    }
+    for (name, data) in shards::seeds() {
+        out.push(("shards", name, data));
+    }
+    for (name, data) in red::seeds() {
+        out.push(("red", name, data));
     }
     out
 }

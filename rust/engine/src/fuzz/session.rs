@@ -69,7 +69,7 @@ thread_local! {
 }
 
 /// A client in RTP mode (it only negotiates; it never connects).
-fn client(now: Instant) -> Rtc {
+pub(super) fn client(now: Instant) -> Rtc {
     let mut b = Rtc::builder().set_rtp_mode(true);
     if let Some(cert) = CLIENT_CERT.with(Clone::clone) {
         b = b.set_dtls_cert(cert);
@@ -105,7 +105,7 @@ fn derive(crypto: &CryptoProvider, mat: &[u8], label: u8, out: &mut [u8]) {
 pub(super) struct Sub {
     pub(super) client: Rtc,
     /// Primary SSRC of each m-line in the latest offer -> (track id, sending).
-    ssrcs: HashMap<u32, (String, bool)>,
+    pub(super) ssrcs: HashMap<u32, (String, bool)>,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +119,7 @@ struct MTrack {
 pub(super) struct World {
     pub(super) core: Core<VecSink>,
     pub(super) now: Instant,
-    mat: Vec<u8>,
+    pub(super) mat: Vec<u8>,
     srtp: TestSrtp,
     rtcp_auth: [u8; 20],
     srtcp_index: u32,
@@ -170,6 +170,11 @@ fn offer_ssrcs(sdp: &str) -> HashMap<u32, (String, bool)> {
 
 impl World {
     pub(super) fn new() -> Self {
+        Self::new_on(None)
+    }
+
+    /// A world whose core is one shard of several (`crate::shard`).
+    pub(super) fn new_on(link: Option<crate::shard::ShardLink>) -> Self {
         let now = Instant::now();
         let crypto = str0m::crypto::from_feature_flags();
         let mat = keying_material();
@@ -177,6 +182,9 @@ impl World {
         derive(&crypto, &mat, 4, &mut rtcp_auth);
         let srtp = TestSrtp::new(&crypto, SrtpProfile::AES128_CM_SHA1_80, &KeyingMaterial::new(&mat));
         let mut core = Core::new(VecSink::default(), addr(ENGINE));
+        if let Some(link) = link {
+            core.set_shard(link);
+        }
         core.add_peer("pub", Role::Publisher, now).expect("fresh id");
 
         // The publisher: audio, simulcast video, plain video, as a LiveKit client.
@@ -236,12 +244,7 @@ impl World {
 
     /// ICE by a STUN binding request with USE-CANDIDATE, then the known SRTP keys.
     fn connect(&mut self, peer: &str, from: SocketAddr, remote_ufrag: &str) {
-        let rtc = self.core._rtc_mut(peer).expect("peer exists");
-        let creds = rtc.direct_api().local_ice_credentials();
-        rtc._set_srtp_keys(KeyingMaterial::new(&self.mat), SrtpProfile::AES128_CM_SHA1_80, false);
-        let username = format!("{}:{remote_ufrag}", creds.ufrag);
-        let dg = stun(&username, true, Some(creds.pass.as_bytes()));
-        self.core.handle_datagram(from, &dg, self.now);
+        connect(&mut self.core, &self.mat, self.now, peer, from, remote_ufrag);
     }
 
     fn pick_addr(&self, r: &mut Reader) -> SocketAddr {
@@ -458,6 +461,17 @@ impl World {
         }
         out
     }
+}
+
+/// ICE by a STUN binding request with USE-CANDIDATE, then the known SRTP keys.
+pub(super) fn connect(core: &mut Core<VecSink>, mat: &[u8], now: Instant, peer: &str, from: SocketAddr, remote_ufrag: &str) {
+    let rtc = core._rtc_mut(peer).expect("peer exists");
+    let creds = rtc.direct_api().local_ice_credentials();
+    rtc._set_srtp_keys(KeyingMaterial::new(mat), SrtpProfile::AES128_CM_SHA1_80, false);
+    let username = format!("{}:{remote_ufrag}", creds.ufrag);
+    let dg = stun(&username, true, Some(creds.pass.as_bytes()));
+    core.handle_datagram(from, &dg, now);
+    core._mark_connected(peer);
 }
 
 /// Offer from the engine, answer from the subscriber's client.
@@ -802,9 +816,28 @@ pub fn seeds_datagram() -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::FLUSH_WITHIN;
 
     /// The world is live: a subscribed, negotiated subscriber gets the packet,
     /// on the m-line the offer announced; otherwise the targets test nothing.
+    #[test]
+    fn forwarded_rtp_waits_at_most_a_millisecond_for_its_flush() {
+        let mut w = World::new();
+        let tid = TRACKS[0];
+        w.core.publish_track("pub", &w.mids[0].to_string(), tid, w.now).unwrap();
+        w.core.subscribe("sub0", tid, "PA|x", w.now).unwrap();
+        negotiate(&mut w.core, w.now, 0, &mut w.subs[0]);
+        let bytes = [0u8, 0, 0, 0, 0, 0, 100, 0, 0, 0, 1, 0, 10, 1, 0, 100, 1, 1, 0, 0, 0, 0, 0];
+        let (_, dg) = w.rtp(&mut Reader::new(&bytes));
+        assert!(!w.core.flush_due(w.now), "nothing written yet");
+        w.core.handle_datagram(addr(PUB_ADDR), &dg, w.now);
+        assert!(!w.core.flush_due(w.now + FLUSH_WITHIN / 2));
+        // A turn still reading must send it now.
+        assert!(w.core.flush_due(w.now + FLUSH_WITHIN));
+        w.core.flush(w.now + FLUSH_WITHIN);
+        assert!(!w.core.flush_due(w.now + FLUSH_WITHIN * 10));
+    }
+
     #[test]
     fn world_forwards_to_a_subscriber() {
         let mut w = World::new();

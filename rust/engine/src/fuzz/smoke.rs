@@ -105,8 +105,13 @@ fn smoke_burst() {
 }
 
 #[test]
+fn smoke_red() {
+    smoke("red", 3000);
+}
+
+#[test]
 fn every_target_has_a_smoke_test() {
-    assert_eq!(TARGETS.len(), 7);
+    assert_eq!(TARGETS.len(), 9);
 }
 
 /// Regenerates the seed corpus: `cargo test -p pysfu-engine --lib -- --ignored write_seed_corpus`.

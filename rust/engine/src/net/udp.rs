@@ -125,6 +125,42 @@ impl Inbound for PktInfoSocket {
     }
 }
 
+/// A UDP socket on `addr` that other sockets of this process may bind too
+/// (`SO_REUSEPORT`): the shards' sockets share one port, and the kernel spreads
+/// datagrams over them by 4-tuple. Blocking; the caller sets the mode.
+pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2); the fd is owned by the UdpSocket built below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; the UdpSocket closes it on every path.
+    let socket = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `on` for its length; fd is an open socket.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            &on as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (storage, len) = crate::batch::sockaddr_of(&addr);
+    // SAFETY: storage holds a sockaddr of `len` bytes for `domain`.
+    let r = unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

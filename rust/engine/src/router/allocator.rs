@@ -4,8 +4,9 @@
 //! As the reference's stream allocator, in spirit: every track first gets its
 //! lowest live layer, then tracks are raised one layer at a time, in turn, while
 //! the next layer fits the budget and does not exceed what the subscriber asked
-//! for. A track whose lowest layer does not fit still gets it (pausing with
-//! StreamStateUpdate is not done yet).
+//! for. A track whose lowest layer does not fit what is left gets nothing: it is
+//! paused (after [`PAUSE_AFTER`] such allocations in a row, see [`Pause`]) and its
+//! subscriber told with StreamStateUpdate, as the reference's stream allocator does.
 
 /// Share of the estimate given to video: audio, RTCP and retransmissions need room.
 pub const VIDEO_SHARE: f64 = 0.85;
@@ -21,7 +22,8 @@ pub struct Demand {
 }
 
 impl Demand {
-    fn lowest(&self) -> Option<u8> {
+    /// The lowest live layer.
+    pub fn lowest(&self) -> Option<u8> {
         (0..3u8).find(|&q| self.layers[usize::from(q)].is_some())
     }
 
@@ -40,12 +42,19 @@ impl Demand {
     }
 }
 
-/// The layer cap of each track (same order as `demands`) within `estimate_bps`.
-/// A track with no live layer keeps its request (nothing to choose between).
-pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<u8> {
+/// The layer cap of each track (same order as `demands`, which is the order tracks
+/// are served in) within `estimate_bps`; None for a track whose lowest live layer
+/// does not fit what the tracks before it left. A track with no live layer keeps
+/// its request (nothing to choose between).
+pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<Option<u8>> {
     let budget = (estimate_bps as f64 * VIDEO_SHARE) as u64;
-    let mut caps: Vec<Option<u8>> = demands.iter().map(Demand::lowest).collect();
-    let mut used: u64 = demands.iter().zip(&caps).map(|(d, c)| c.map_or(0, |q| d.cost(q))).sum();
+    let mut used: u64 = 0;
+    let mut caps: Vec<Option<u8>> = Vec::with_capacity(demands.len());
+    for d in demands {
+        let cap = d.lowest().filter(|&q| used + d.cost(q) <= budget);
+        used += cap.map_or(0, |q| d.cost(q));
+        caps.push(cap);
+    }
     loop {
         let mut raised = false;
         for (d, cap) in demands.iter().zip(caps.iter_mut()) {
@@ -62,7 +71,41 @@ pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<u8> {
             break;
         }
     }
-    demands.iter().zip(caps).map(|(d, c)| c.unwrap_or(d.requested)).collect()
+    demands.iter().zip(caps).map(|(d, c)| if d.lowest().is_none() { Some(d.requested) } else { c }).collect()
+}
+
+/// Allocations in a row in which a down track's lowest layer must not fit before it
+/// is paused: one low estimate (a burst of loss, a failed probe) must not cut video
+/// that would have carried on at its lowest layer.
+pub const PAUSE_AFTER: u8 = 3;
+
+/// Whether the allocator holds one down track paused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    misses: u8,
+    paused: bool,
+}
+
+impl Pause {
+    pub fn paused(self) -> bool {
+        self.paused
+    }
+
+    /// One allocation's outcome for the track (whether its lowest layer fitted);
+    /// the new state when it changed: paused after `PAUSE_AFTER` misses in a row,
+    /// resumed by the first allocation in which it fits again.
+    pub fn record(&mut self, fits: bool) -> Option<bool> {
+        if fits {
+            self.misses = 0;
+            return std::mem::take(&mut self.paused).then_some(false);
+        }
+        self.misses = self.misses.saturating_add(1);
+        if !self.paused && self.misses >= PAUSE_AFTER {
+            self.paused = true;
+            return Some(true);
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -74,13 +117,13 @@ mod tests {
     #[test]
     fn a_narrow_link_gets_the_lowest_layer_a_wide_one_the_requested() {
         let d = Demand { requested: 2, layers: SIMULCAST };
-        assert_eq!(allocate(400_000, &[d]), vec![0]);
-        assert_eq!(allocate(700_000, &[d]), vec![1]);
-        assert_eq!(allocate(3_000_000, &[d]), vec![2]);
+        assert_eq!(allocate(400_000, &[d]), vec![Some(0)]);
+        assert_eq!(allocate(700_000, &[d]), vec![Some(1)]);
+        assert_eq!(allocate(3_000_000, &[d]), vec![Some(2)]);
         // Never above the request, whatever the estimate.
-        assert_eq!(allocate(3_000_000, &[Demand { requested: 1, ..d }]), vec![1]);
-        // Below even the lowest layer: the lowest layer still.
-        assert_eq!(allocate(10_000, &[d]), vec![0]);
+        assert_eq!(allocate(3_000_000, &[Demand { requested: 1, ..d }]), vec![Some(1)]);
+        // Below even the lowest layer: nothing (paused).
+        assert_eq!(allocate(10_000, &[d]), vec![None]);
         assert_eq!(d.wanted_bps(), 1_500_000);
     }
 
@@ -88,12 +131,32 @@ mod tests {
     fn tracks_are_raised_in_turn_and_missing_layers_skipped() {
         let d = Demand { requested: 2, layers: SIMULCAST };
         // Two tracks, 1.2 Mbit/s: both can have MEDIUM, neither HIGH.
-        assert_eq!(allocate(1_200_000, &[d, d]), vec![1, 1]);
+        assert_eq!(allocate(1_200_000, &[d, d]), vec![Some(1), Some(1)]);
         // A track without a live MEDIUM jumps from LOW to HIGH when that fits.
         let gappy = Demand { requested: 2, layers: [Some(150_000), None, Some(900_000)] };
-        assert_eq!(allocate(1_200_000, &[gappy]), vec![2]);
+        assert_eq!(allocate(1_200_000, &[gappy]), vec![Some(2)]);
         // A track with nothing live keeps its request.
         let dry = Demand { requested: 1, layers: [None; 3] };
-        assert_eq!(allocate(100_000, &[dry, d]), vec![1, 0]);
+        assert_eq!(allocate(100_000, &[dry, d]), vec![Some(1), None]);
+        // Only one lowest layer fits: the first track gets it, the second nothing.
+        assert_eq!(allocate(250_000, &[d, d]), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn a_track_pauses_after_repeated_misses_and_resumes_at_once() {
+        let mut p = Pause::default();
+        for _ in 1..PAUSE_AFTER {
+            assert_eq!(p.record(false), None);
+        }
+        assert!(!p.paused());
+        assert_eq!(p.record(true), None, "a fit resets the count");
+        for _ in 1..PAUSE_AFTER {
+            assert_eq!(p.record(false), None);
+        }
+        assert_eq!(p.record(false), Some(true));
+        assert!(p.paused());
+        assert_eq!(p.record(false), None, "told once");
+        assert_eq!(p.record(true), Some(false));
+        assert!(!p.paused());
     }
 }

@@ -37,6 +37,17 @@ pub struct Packet {
     pub keyframe: bool,
 }
 
+/// Quality index of a simulcast rid: q/h/f as LiveKit (LOW, MEDIUM, HIGH), no rid
+/// (a single layer) HIGH, other rids MEDIUM.
+pub fn quality(rid: Option<Rid>) -> u8 {
+    match rid.as_deref() {
+        Some("q") => 0,
+        Some("h") => 1,
+        Some("f") | None => 2,
+        Some(_) => 1,
+    }
+}
+
 /// The decision for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -100,7 +111,14 @@ impl Forwarder {
         let mut switched = false;
         let mut switch_to = None;
         if !on_current {
-            if wanted != Some(p.rid) {
+            // Nothing forwarded yet: start on a keyframe of any layer below the wanted
+            // one (then switch up on the wanted layer's keyframe), as the reference
+            // does, so a publisher slow to answer keyframe requests (file publishers
+            // ignore them) does not hold back the first picture.
+            let opportunistic = self.state == State::Waiting
+                && p.keyframe
+                && wanted.is_some_and(|w| quality(p.rid) < quality(w));
+            if wanted != Some(p.rid) && !opportunistic {
                 return Decision::Drop;
             }
             // Start, resume or switch layer: only where a decoder can start.
@@ -113,6 +131,7 @@ impl Forwarder {
             }
             self.state = State::Forwarding { rid: p.rid, ssrc: p.ssrc };
             switched = true;
+            switch_to = wanted.filter(|w| *w != p.rid);
         } else if let Some(w) = wanted.filter(|w| *w != p.rid) {
             switch_to = Some(w);
         }
@@ -168,6 +187,37 @@ mod tests {
         assert_eq!(after, seq + 2, "the output continues without a gap");
         assert_eq!(f.decide(&pkt(2, Some("q"), 13, true), h, None, now), Decision::Drop);
         assert_eq!(f.decide(&pkt(1, Some("h"), 49, false), h, None, now), Decision::Stale);
+    }
+
+    #[test]
+    fn a_waiting_down_track_starts_on_a_lower_keyframe_and_switches_up() {
+        let now = Instant::now();
+        let mut f = Forwarder::new(90_000, 3);
+        let h = Some(Some(Rid::from("h")));
+        // HIGH wanted (f): a keyframe of q starts it, asking for h's keyframe.
+        let want_f = Some(Some(Rid::from("f")));
+        assert_eq!(f.decide(&pkt(1, Some("q"), 10, false), want_f, None, now), Decision::Drop);
+        let Decision::Forward { seq, switched: true, switch_to: Some(Some(to)), .. } =
+            f.decide(&pkt(1, Some("q"), 11, true), want_f, None, now)
+        else {
+            panic!("a lower keyframe starts a waiting down track");
+        };
+        assert_eq!(to, Rid::from("f"));
+        assert!(matches!(
+            f.decide(&pkt(1, Some("q"), 12, false), want_f, None, now),
+            Decision::Forward { switch_to: Some(_), .. }
+        ));
+        // Once forwarding, only the wanted layer's keyframe switches.
+        assert_eq!(f.decide(&pkt(2, Some("h"), 40, true), want_f, None, now), Decision::Drop);
+        let Decision::Forward { seq: after, switched: true, switch_to: None, .. } =
+            f.decide(&pkt(3, Some("f"), 90, true), want_f, None, now)
+        else {
+            panic!("switch up on the wanted layer's keyframe");
+        };
+        assert_eq!(after, seq + 2);
+        // Never a higher layer than wanted, even waiting.
+        let mut g = Forwarder::new(90_000, 4);
+        assert_eq!(g.decide(&pkt(3, Some("f"), 5, true), h, None, now), Decision::Drop);
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! cargo-fuzz entry for `pysfu_engine::fuzz::red`; the logic (and its CI smoke
+//! replay) lives in the engine crate.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pysfu_engine::fuzz::red(data));
