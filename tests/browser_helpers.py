@@ -171,6 +171,12 @@ HARNESS_JS = r"""
     const pub = p && [...p.trackPublications.values()].find((x) => x.kind === 'video');
     pub.setVideoQuality(LK.VideoQuality[quality]);
   };
+  // The frame rate wanted of a remote video (UpdateTrackSettings.fps).
+  h.setVideoFPS = (identity, fps) => {
+    const p = h.room.remoteParticipants.get(identity);
+    const pub = p && [...p.trackPublications.values()].find((x) => x.kind === 'video');
+    pub.setVideoFPS(fps);
+  };
   // Enable or disable a remote track (UpdateTrackSettings.disabled), as adaptive
   // stream does for hidden video.
   h.setTrackEnabled = (identity, kind, enabled) => {

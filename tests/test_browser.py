@@ -184,17 +184,25 @@ async def test_late_joiners_get_tracks_already_live(
     await web.call("disconnect")
 
 
+async def _watching_a_camera(
+    server: RunningServer, browser: Browser, preset: str, simulcast: bool
+) -> tuple[BrowserParticipant, BrowserParticipant]:
+    """alice publishes her camera at ``preset``; bob joins and sees it play."""
+    alice = await new_participant(browser, server, "alice")
+    bob = await new_participant(browser, server, "bob")
+    await alice.join(server)
+    await bob.join(server)
+    await alice.call("publishCamera", preset, simulcast)
+    await bob.wait_state("videoState", "alice", video_playing)
+    return alice, bob
+
+
 async def test_browser_simulcast_layers_follow_requested_quality(
     server: RunningServer, browser: Browser
 ) -> None:
     """A 720p camera goes out as three simulcast layers (rids q, h, f); the layer a
     subscriber receives follows the quality it asks for."""
-    alice = await new_participant(browser, server, "alice")
-    bob = await new_participant(browser, server, "bob")
-    await alice.join(server)
-    await bob.join(server)
-    await alice.call("publishCamera", "h720", True)
-    await bob.wait_state("videoState", "alice", video_playing)
+    alice, bob = await _watching_a_camera(server, browser, "h720", simulcast=True)
     layers = await alice.call("sentLayers")
     assert sorted(layer["rid"] for layer in layers) == ["f", "h", "q"]
     await bob.call("setVideoQuality", "alice", "LOW")
@@ -504,18 +512,34 @@ async def test_disabled_track_stops_reaching_that_subscriber(
 ) -> None:
     """A subscriber that disables a video (what adaptive stream does when it is
     hidden) stops receiving it; enabling it brings it back."""
-    alice = await new_participant(browser, server, "alice")
-    bob = await new_participant(browser, server, "bob")
-    await alice.join(server)
-    await bob.join(server)
-    await alice.call("publishCamera", "h360", False)
-    await bob.wait_state("videoState", "alice", video_playing)
+    alice, bob = await _watching_a_camera(server, browser, "h360", simulcast=False)
     await bob.call("setTrackEnabled", "alice", "video", False)
     await asyncio.sleep(1)  # what was in flight
     assert await _frames_in(bob, "alice", 2.0) <= 2
     await bob.call("setTrackEnabled", "alice", "video", True)
     await bob.wait_state("videoState", "alice", lambda s: True)
     assert await _frames_in(bob, "alice", 3.0) > 10
+    await alice.call("disconnect")
+    await bob.call("disconnect")
+
+
+async def test_video_frame_rate_follows_the_subscribers_fps(
+    server: RunningServer, browser: Browser
+) -> None:
+    """A subscriber that asks for a lower frame rate (``setVideoFPS``) gets one: the
+    server drops the publisher's upper VP8 temporal layers for it, the picture goes
+    on, and asking for the full rate brings the frames back."""
+    alice, bob = await _watching_a_camera(server, browser, "h360", simulcast=True)
+    full = await _frames_in(bob, "alice", 3.0)
+    assert full > 30, f"{full} frames in 3 s before any limit"
+    await bob.call("setVideoFPS", "alice", 5)
+    await asyncio.sleep(2)  # a measurement of the layers' rates, and what was in flight
+    limited = await _frames_in(bob, "alice", 3.0)
+    assert 3 <= limited <= full * 0.6, f"{limited} frames at 5 fps, {full} before"
+    await bob.call("setVideoFPS", "alice", 30)
+    await asyncio.sleep(2)
+    restored = await _frames_in(bob, "alice", 3.0)
+    assert restored > limited * 1.5, f"{restored} frames once 30 fps is asked, {limited} limited"
     await alice.call("disconnect")
     await bob.call("disconnect")
 

@@ -65,7 +65,7 @@ class RoomMachine(RuleBasedStateMachine):
             if b.bind:
                 assert pair not in self.media, "bound twice"
                 self.media.add(pair)
-                self.layers[pair] = (2, False)  # a fresh down track
+                self.layers[pair] = (2, False, 0)  # a fresh down track
             else:
                 assert pair in self.media, "unbound what was not bound"
                 self.media.discard(pair)
@@ -73,7 +73,7 @@ class RoomMachine(RuleBasedStateMachine):
         for choice in fx.layers:
             pair = (choice.subscriber_sid, choice.track_sid)
             assert pair in self.media, "layer choice for an unbound track"
-            self.layers[pair] = (choice.layer, choice.disabled)
+            self.layers[pair] = (choice.layer, choice.disabled, choice.fps)
         for sid, _reason in fx.closes:
             self.closed_sessions.add(sid)
 
@@ -151,14 +151,15 @@ class RoomMachine(RuleBasedStateMachine):
         quality=st.sampled_from([0, 1, 2, 3]),
         height=st.sampled_from([0, 180, 360, 720]),
         disabled=st.booleans(),
+        fps=st.sampled_from([0, 0, 7, 15, 30]),
     )
     def track_settings(
-        self, data: st.DataObject, quality: int, height: int, disabled: bool
+        self, data: st.DataObject, quality: int, height: int, disabled: bool, fps: int
     ) -> None:
         sub = data.draw(st.sampled_from(self.sids()))
         _, track = data.draw(st.sampled_from(self.tracks()))
         settings = rtc.UpdateTrackSettings(
-            track_sids=[track], quality=quality, height=height, disabled=disabled
+            track_sids=[track], quality=quality, height=height, disabled=disabled, fps=fps
         )
         self.apply(self.room.track_settings(sub, settings))
 
@@ -234,7 +235,7 @@ class RoomMachine(RuleBasedStateMachine):
     def media_follows_track_settings(self) -> None:
         for pair in self.media:
             sub = self.room.subscriptions[pair]
-            assert self.layers[pair] == (sub.layer, sub.disabled)
+            assert self.layers[pair] == (sub.layer, sub.disabled, sub.fps)
 
     @invariant()
     def publishers_encode_what_is_received(self) -> None:

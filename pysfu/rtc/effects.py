@@ -35,12 +35,14 @@ class Binding:
 @attrs.frozen
 class LayerChoice:
     """What the media plane forwards of a bound video track to one subscriber: the
-    simulcast layer (0 LOW .. 2 HIGH), or nothing while ``disabled``."""
+    simulcast layer (0 LOW .. 2 HIGH) at up to ``fps`` frames a second (0: all it
+    has), or nothing while ``disabled``."""
 
     subscriber_sid: str
     track_sid: str
     layer: int
     disabled: bool
+    fps: int = 0
 
 
 @attrs.frozen

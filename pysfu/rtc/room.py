@@ -368,10 +368,10 @@ class Room:
                 sub.subscriber_sid,
                 rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=[speaker])),
             )
-        if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled):
+        if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled or sub.fps):
             # Settings that came before the binding (or survived an unbind).
             fx.layers.append(
-                LayerChoice(sub.subscriber_sid, sub.track_sid, sub.layer, sub.disabled)
+                LayerChoice(sub.subscriber_sid, sub.track_sid, sub.layer, sub.disabled, sub.fps)
             )
         if pub is not None:
             self._dynacast(fx, pub)
@@ -813,12 +813,13 @@ class Room:
 
     def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> Effects:
         """A subscriber's settings for tracks it receives: the layer it wants (by
-        quality or rendered size) or that it disabled them. The media plane follows
+        quality or rendered size), the frame rate, or that it disabled them. The media plane follows
         for bound tracks; video publishers hear what is still wanted (dynacast)."""
         fx = Effects()
         if sid not in self.participants:
             return fx
         layer = requested_layer(settings)
+        fps = settings.fps  # uint32 on the wire, as the engine takes it
         for track_sid in dict.fromkeys(
             itertools.islice(settings.track_sids, MAX_TRACKS_PER_REQUEST)
         ):
@@ -826,11 +827,11 @@ class Room:
             pub = self.find_publication(track_sid)
             if sub is None or pub is None:
                 continue
-            if (sub.layer, sub.disabled) == (layer, settings.disabled):
+            if (sub.layer, sub.disabled, sub.fps) == (layer, settings.disabled, fps):
                 continue
-            sub.layer, sub.disabled = layer, settings.disabled
+            sub.layer, sub.disabled, sub.fps = layer, settings.disabled, fps
             if sub.bound:
-                fx.layers.append(LayerChoice(sid, track_sid, layer, settings.disabled))
+                fx.layers.append(LayerChoice(sid, track_sid, layer, settings.disabled, fps))
             self._dynacast(fx, pub)
         return fx
 

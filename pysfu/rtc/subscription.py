@@ -38,6 +38,8 @@ class Subscription:
     """Simulcast layer the subscriber asked for (0 LOW .. 2 HIGH, UpdateTrackSettings)."""
     disabled: bool = False
     """The subscriber disabled the track (UpdateTrackSettings): nothing is forwarded."""
+    fps: int = 0
+    """Frame rate the subscriber asked for (UpdateTrackSettings.fps); 0: any."""
 
     @property
     def wanted(self) -> bool:

@@ -30,6 +30,7 @@ use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::audio_history::SentAudio;
 use crate::router::forwarder::{Decision, Packet};
 use crate::router::red::Primary;
+use crate::router::temporal;
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
 use crate::shard::{shard_of, CrossMsg, Incoming, Relayed, ShardId, ShardLink};
@@ -777,7 +778,7 @@ impl<S: Sink> Core<S> {
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
-            track.saw_layer(rid, ssrc, 0, now);
+            track.saw_layer(rid, ssrc, 0, None, now);
         }
         self.router.publish(track);
         Ok(())
@@ -849,7 +850,7 @@ impl<S: Sink> Core<S> {
             relay_id: export.id.as_str().into(),
         };
         for (rid, ssrc) in export.layers {
-            track.saw_layer(rid, ssrc, 0, now);
+            track.saw_layer(rid, ssrc, 0, None, now);
         }
         self.router.publish(track);
     }
@@ -1020,6 +1021,14 @@ impl<S: Sink> Core<S> {
         if let Some(rid) = track.select_rid(quality as u8, now) {
             self.request_keyframe_for(tk, rid, now);
         }
+        Ok(())
+    }
+
+    /// The frame rate a subscriber wants of a video track (0: any). Lower rates drop
+    /// VP8 temporal layers (`router::temporal`); codecs without them are unaffected.
+    pub fn set_fps(&mut self, subscriber: &str, track_id: &str, fps: u32) -> Result<()> {
+        let (_, track, i) = self.down_track(subscriber, track_id)?;
+        track.downs[i].fps = fps;
         Ok(())
     }
 
@@ -1636,7 +1645,10 @@ impl<S: Sink> Core<S> {
     fn fan_out(&mut self, tk: TrackKey, pkt: &Incoming, now: Instant) {
         let Core { router, peers, counters, dirty, dirty_since, outbox, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
-        track.saw_layer(pkt.rid, pkt.ssrc, pkt.payload.len(), now);
+        let pt = pkt.pt;
+        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
+        let temporal = if codec == CodecKind::Vp8 { temporal::parse(&pkt.payload) } else { None };
+        track.saw_layer(pkt.rid, pkt.ssrc, pkt.payload.len(), temporal, now);
         if let Some(meter) = track.level.as_mut() {
             meter.observe(pkt.ext.audio_level, pkt.ts);
         }
@@ -1652,8 +1664,6 @@ impl<S: Sink> Core<S> {
             return;
         }
         let (ssrc, rid) = (pkt.ssrc, pkt.rid);
-        let pt = pkt.pt;
-        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
         let video = track.kind == MediaKind::Video;
         let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);
         let vp8 = match codec {
@@ -1676,6 +1686,8 @@ impl<S: Sink> Core<S> {
 
         // Layer choice depends only on the requested quality: three answers per packet.
         let wanted_by_quality = [0u8, 1, 2].map(|q| track.select_rid(q, now));
+        // The frame rates of the packet's layer, for down tracks that asked for one.
+        let rates = temporal.and_then(|_| track.layers.iter().find(|l| l.rid == rid)).map(|l| &l.frame_rates);
         for d in track.downs.iter_mut() {
             let wanted = wanted_by_quality[usize::from(d.quality.min(d.cap).min(2))];
             if !d.active || d.disabled || d.bw_pause.paused() || d.mid.is_none() {
@@ -1689,7 +1701,9 @@ impl<S: Sink> Core<S> {
                 continue;
             }
             let desc = vp8.as_ref().map(|desc| (desc, &pkt.payload[..]));
-            let (out_seq, out_ts) = match d.fwd.decide(&packet, wanted, desc, now) {
+            // Only down tracks that asked for a frame rate look up what it needs.
+            let temporal = temporal.map(|t| (t, rates.and_then(|r| r.tid_for(d.fps))));
+            let (out_seq, out_ts) = match d.fwd.decide(&packet, wanted, desc, temporal, now) {
                 Decision::Drop => continue,
                 Decision::WaitKeyframe(rid) => {
                     want_keyframe.push(rid);
@@ -1740,7 +1754,7 @@ impl<S: Sink> Core<S> {
                 .marker(pkt.marker)
                 .ext_vals(ext.clone())
                 .nackable(video);
-            if let Some(patch) = vp8.as_ref().and_then(|desc| d.fwd.vp8_patch(desc, &pkt.payload)) {
+            if let Some(patch) = vp8.as_ref().and_then(|desc| d.fwd.vp8_patch(desc, &pkt.payload, in_seq)) {
                 write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);

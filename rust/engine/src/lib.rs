@@ -591,9 +591,9 @@ impl Engine {
         })
     }
 
-    /// Many (quality, disabled) choices for subscribers' down tracks, one round
+    /// Many (quality, disabled, fps) choices for subscribers' down tracks, one round
     /// trip per shard; one result per item.
-    pub fn set_layers(&self, items: Vec<(String, String, i64, bool)>) -> Vec<Result<()>> {
+    pub fn set_layers(&self, items: Vec<(String, String, i64, bool, u32)>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = (0..items.len()).map(|_| Ok(())).collect();
         let mut routed = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
@@ -602,8 +602,9 @@ impl Engine {
                 Err(e) => results[i] = Err(e),
             }
         }
-        self.scatter(routed, results, |c, (sub, track, quality, disabled), now| {
+        self.scatter(routed, results, |c, (sub, track, quality, disabled, fps), now| {
             c.set_layer(&sub, &track, quality, now)?;
+            c.set_fps(&sub, &track, fps)?;
             c.set_disabled(&sub, &track, disabled, now)
         })
     }

@@ -17,6 +17,72 @@ use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 /// zero (str0m warns about non-zero initial ROC).
 const INITIAL_SEQ_MAX: u64 = 16_384;
 
+/// Dropped packets whose shifts are remembered; a packet older than the oldest
+/// remembered one cannot be mapped and is stale.
+const GAPS_KEPT: usize = 128;
+
+/// Packets of the current source that were dropped in order (VP8 frames of
+/// temporal layers a subscriber does not get): each one shifts the output number
+/// of every later packet down by one, so the output stream has no holes. Kept per
+/// input sequence number, so a reordered packet maps to the number it would have
+/// had.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gaps {
+    /// (input seq of a dropped packet, drops up to and including it), ascending.
+    drops: std::collections::VecDeque<(u64, u64)>,
+    /// Drops before the oldest remembered one (folded in when it was forgotten).
+    base: u64,
+    /// Packets at or below this input seq are older than what is remembered.
+    horizon: Option<u64>,
+    /// Highest input seq seen (forwarded or dropped): only newer drops shift.
+    highest: Option<u64>,
+}
+
+impl Gaps {
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// A packet seen (forwarded or not), for the in-order test of `skip`.
+    fn saw(&mut self, seq: u64) {
+        if self.highest.is_none_or(|h| seq > h) {
+            self.highest = Some(seq);
+        }
+    }
+
+    /// Drop `seq`. Only a packet newer than every packet seen shifts what follows:
+    /// shifting a reordered one would renumber packets already sent. Returns
+    /// whether it shifted.
+    fn skip(&mut self, seq: u64) -> bool {
+        if self.highest.is_some_and(|h| seq <= h) {
+            return false;
+        }
+        self.highest = Some(seq);
+        let total = self.drops.back().map_or(self.base, |d| d.1) + 1;
+        self.drops.push_back((seq, total));
+        if self.drops.len() > GAPS_KEPT {
+            if let Some((s, c)) = self.drops.pop_front() {
+                self.base = c;
+                self.horizon = Some(s);
+            }
+        }
+        true
+    }
+
+    /// How far packet `seq` moves down; None when it is older than what is kept,
+    /// or was itself dropped (a copy of it must not take a later packet's number).
+    fn shift(&self, seq: u64) -> Option<u64> {
+        if self.horizon.is_some_and(|h| seq <= h) {
+            return None;
+        }
+        let before = self.drops.partition_point(|d| d.0 < seq);
+        if self.drops.get(before).is_some_and(|d| d.0 == seq) {
+            return None;
+        }
+        Some(if before == 0 { self.base } else { self.drops[before - 1].1 })
+    }
+}
+
 /// Rewrites (extended seq, RTP timestamp) from one source onto a continuous output.
 #[derive(Debug, Clone)]
 pub struct Rewriter {
@@ -30,6 +96,8 @@ pub struct Rewriter {
     /// Source packets older than the switch point belong to the previous mapping.
     base_in_seq: u64,
     started: bool,
+    /// Packets of the current source dropped on purpose (see `Gaps`).
+    gaps: Gaps,
 }
 
 impl Rewriter {
@@ -45,6 +113,7 @@ impl Rewriter {
             ts_offset: 0,
             base_in_seq: 0,
             started: false,
+            gaps: Gaps::default(),
         }
     }
 
@@ -62,6 +131,15 @@ impl Rewriter {
         self.ts_offset = out_ts.wrapping_sub(in_ts);
         self.base_in_seq = in_seq;
         self.started = true;
+        self.gaps.clear();
+    }
+
+    /// Drop packet `in_seq` of the current source without leaving a hole in the
+    /// output (when it is the newest packet seen; a reordered one leaves a hole).
+    pub fn skip(&mut self, in_seq: u64) {
+        if self.started && in_seq >= self.base_in_seq {
+            self.gaps.skip(in_seq);
+        }
     }
 
     /// Whether a source has been mapped yet.
@@ -74,7 +152,9 @@ impl Rewriter {
         if !self.started || in_seq < self.base_in_seq {
             return None;
         }
-        let seq = in_seq.wrapping_add(self.seq_offset);
+        let shift = self.gaps.shift(in_seq)?;
+        self.gaps.saw(in_seq);
+        let seq = in_seq.wrapping_add(self.seq_offset).wrapping_sub(shift);
         let ts = in_ts.wrapping_add(self.ts_offset);
         if seq > self.last_seq || self.last_at.is_none() {
             self.last_seq = seq;
@@ -130,6 +210,10 @@ pub struct Vp8Rewriter {
     picture_id: Field,
     tl0_pic_idx: Field,
     key_idx: Field,
+    /// Pictures dropped on purpose (temporal layers), by the input seq of their
+    /// first packet: later PictureIDs move down so the output has no holes, which
+    /// libwebrtc would take for lost frames.
+    pictures: Gaps,
 }
 
 /// Range of the PictureID in `payload`: 15 bits when its M bit is set, else 7.
@@ -148,12 +232,19 @@ impl Vp8Rewriter {
         self.picture_id.rebase(desc.picture_id(), picture_id_mod(payload));
         self.tl0_pic_idx.rebase(desc.tl0_pic_idx().map(u16::from), 256);
         self.key_idx.rebase(desc.key_idx().map(u16::from), u16::from(KEY_IDX_MOD));
+        self.pictures.clear();
+    }
+
+    /// A picture of the current source is dropped whole; `in_seq` is its first
+    /// packet's sequence number.
+    pub fn skip_picture(&mut self, in_seq: u64) {
+        self.pictures.skip(in_seq);
     }
 
     /// The patch that rewrites one packet of the current source; `None` when the
     /// payload goes out unchanged.
-    pub fn map(&mut self, desc: &Vp8Descriptor, payload: &[u8]) -> Option<Vp8Patch> {
-        let out = self.map_fields(desc, payload);
+    pub fn map(&mut self, desc: &Vp8Descriptor, payload: &[u8], in_seq: u64) -> Option<Vp8Patch> {
+        let out = self.map_fields(desc, payload, in_seq);
         let mut builder = desc.patch();
         let mut changed = false;
         if let (Some(o), Some(i)) = (out.picture_id, desc.picture_id()) {
@@ -181,11 +272,17 @@ impl Vp8Rewriter {
     }
 
     /// Output values of the descriptor fields present in one packet.
-    pub fn map_fields(&mut self, desc: &Vp8Descriptor, payload: &[u8]) -> Vp8Fields {
+    pub fn map_fields(&mut self, desc: &Vp8Descriptor, payload: &[u8], in_seq: u64) -> Vp8Fields {
+        // A packet older than the remembered drops keeps the current shift: its
+        // frame is stale for the decoder either way.
+        let shift = self.pictures.shift(in_seq).unwrap_or(self.pictures.base);
+        self.pictures.saw(in_seq);
         Vp8Fields {
-            picture_id: desc
-                .picture_id()
-                .map(|pid| self.picture_id.map(pid, picture_id_mod(payload))),
+            picture_id: desc.picture_id().map(|pid| {
+                let m = picture_id_mod(payload);
+                let shifted = (u32::from(pid) + u32::from(m) * 4 - (shift % u64::from(m)) as u32) % u32::from(m);
+                self.picture_id.map(shifted as u16, m)
+            }),
             tl0_pic_idx: desc
                 .tl0_pic_idx()
                 .map(|v| self.tl0_pic_idx.map(u16::from(v), 256) as u8),
@@ -239,7 +336,7 @@ mod tests {
         if switch {
             r.switch(&d, p);
         }
-        let f = r.map_fields(&d, p);
+        let f = r.map_fields(&d, p, 0);
         (f.picture_id.unwrap(), f.tl0_pic_idx.unwrap())
     }
 
@@ -249,7 +346,7 @@ mod tests {
         // The first source passes through unchanged (no patch at all).
         let a0 = vp8(0x7ff0, 10, true);
         assert_eq!(step(&mut r, true, &a0), (0x7ff0, 10));
-        assert!(r.map(&Vp8Descriptor::parse(&a0).unwrap(), &a0).is_none());
+        assert!(r.map(&Vp8Descriptor::parse(&a0).unwrap(), &a0, 0).is_none());
         assert_eq!(step(&mut r, false, &vp8(0x7fff, 11, false)), (0x7fff, 11));
         // A layer whose numbering is behind: output continues at +1, wrapping.
         assert_eq!(step(&mut r, true, &vp8(0x0100, 200, true)), (0, 12));
@@ -260,12 +357,62 @@ mod tests {
         // And back to a layer that is ahead.
         assert_eq!(step(&mut r, true, &vp8(0x1234, 5, true)), (3, 14));
         let b = vp8(0x1235, 5, false);
-        assert!(r.map(&Vp8Descriptor::parse(&b).unwrap(), &b).is_some());
+        assert!(r.map(&Vp8Descriptor::parse(&b).unwrap(), &b, 0).is_some());
         // 7-bit PictureIDs stay 7 bits wide.
         let short = [0x90, 0x80, 0x40, 0x00, 0x9d];
         let d = Vp8Descriptor::parse(&short).unwrap();
         r.switch(&d, &short);
-        assert_eq!(r.map_fields(&d, &short).picture_id, Some(5));
-        assert!(r.map(&d, &short).is_some());
+        assert_eq!(r.map_fields(&d, &short, 0).picture_id, Some(5));
+        assert!(r.map(&d, &short, 0).is_some());
+    }
+
+    #[test]
+    fn dropped_packets_and_pictures_leave_no_holes_and_reordered_ones_map_as_before() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 40);
+        r.switch(100, 0, t0);
+        let (first, _) = r.map(100, 0, t0).unwrap();
+        r.skip(101);
+        r.skip(102);
+        assert_eq!(r.map(103, 0, t0).unwrap().0, first + 1, "two drops, no hole");
+        // Reordered: 99 is older than the switch; a late drop shifts nothing.
+        assert_eq!(r.map(99, 0, t0), None);
+        r.skip(101);
+        assert_eq!(r.map(104, 0, t0).unwrap().0, first + 2);
+        // A packet that arrives after a later drop keeps the number it had.
+        r.skip(106);
+        assert_eq!(r.map(105, 0, t0).unwrap().0, first + 3, "late packet keeps its number");
+        assert_eq!(r.map(107, 0, t0).unwrap().0, first + 4);
+        // Beyond what is remembered, old packets are stale; new ones still map.
+        let mut seq = 200;
+        for _ in 0..(GAPS_KEPT + 10) {
+            r.skip(seq);
+            seq += 2;
+            r.map(seq - 1, 0, t0).unwrap();
+        }
+        assert_eq!(r.map(201, 0, t0), None);
+        let (a, _) = r.map(seq - 1, 0, t0).unwrap();
+        r.skip(seq);
+        assert_eq!(r.map(seq + 1, 0, t0).unwrap().0, a + 1);
+        // A switch forgets the drops.
+        r.switch(5_000, 0, t0);
+        let (b, _) = r.map(5_000, 0, t0).unwrap();
+        assert_eq!(r.map(5_001, 0, t0).unwrap().0, b + 1);
+
+        let mut v = Vp8Rewriter::default();
+        let p = |pid: u16| vp8(pid, 1, false);
+        let pid_of = |v: &mut Vp8Rewriter, pid: u16, seq: u64| {
+            let b = p(pid);
+            v.map_fields(&Vp8Descriptor::parse(&b).unwrap(), &b, seq).picture_id.unwrap()
+        };
+        let k = vp8(0x7ffe, 1, true);
+        v.switch(&Vp8Descriptor::parse(&k).unwrap(), &k);
+        assert_eq!(pid_of(&mut v, 0x7ffe, 10), 0x7ffe);
+        v.skip_picture(11);
+        // The picture after the dropped one takes its PictureID (wrapping).
+        assert_eq!(pid_of(&mut v, 0x0000, 13), 0x7fff);
+        assert_eq!(pid_of(&mut v, 0x0001, 14), 0x0000);
+        // A late packet of the picture before the drop keeps its number.
+        assert_eq!(pid_of(&mut v, 0x7ffe, 9), 0x7ffe);
     }
 }

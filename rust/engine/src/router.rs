@@ -13,11 +13,13 @@ pub mod audio;
 pub mod audio_history;
 pub mod forwarder;
 pub mod red;
+pub mod temporal;
 
 use self::allocator::{Demand, Pause};
 use self::audio::LevelMeter;
 use self::audio_history::AudioHistory;
 use self::forwarder::Forwarder;
+use self::temporal::{FrameRates, Temporal};
 use crate::keyframe::CodecKind;
 use crate::shard::ShardId;
 use crate::PeerKey;
@@ -54,6 +56,8 @@ pub struct Layer {
     pub bytes: u64,
     /// Bitrate over the last measuring interval (bit/s), once measured.
     pub bitrate: Option<u64>,
+    /// VP8 frames per temporal layer, and the frame rate each gives.
+    pub frame_rates: FrameRates,
 }
 
 impl Layer {
@@ -106,6 +110,9 @@ pub struct DownTrack {
     /// The subscriber disabled the track (UpdateTrackSettings.disabled: adaptive
     /// stream hides video nobody looks at): nothing is sent, the m-line stays.
     pub disabled: bool,
+    /// Frame rate the subscriber asked for (UpdateTrackSettings.fps; 0: any): VP8
+    /// temporal layers above what gives it are not sent (see `temporal`).
+    pub fps: u32,
     /// Forwarding state and output numbering (see `forwarder`).
     pub fwd: Forwarder,
     /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated
@@ -133,6 +140,7 @@ impl DownTrack {
             quality: 2,
             cap: 2,
             disabled: false,
+            fps: 0,
             fwd: Forwarder::new(clock, seed),
             pt_map: Vec::new(),
             sent_audio: (kind == MediaKind::Audio).then(AudioHistory::default),
@@ -166,23 +174,32 @@ pub const WIRE_OVERHEAD_BYTES: usize = 68;
 impl Track {
     /// Record that a packet of layer (rid, ssrc) arrived, with `bytes` of payload
     /// (counted with `WIRE_OVERHEAD_BYTES`, what it costs a subscriber's link).
-    pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, bytes: usize, now: Instant) {
+    /// `temporal`: the packet's VP8 temporal fields, counted per frame.
+    pub fn saw_layer(&mut self, rid: Option<Rid>, ssrc: Ssrc, bytes: usize, temporal: Option<Temporal>, now: Instant) {
         let bytes = if bytes == 0 { 0 } else { bytes + WIRE_OVERHEAD_BYTES };
-        if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) {
-            l.last_seen = now;
-            l.ssrc = ssrc;
-            l.paused = false;
-            l.bytes += bytes as u64;
-        } else {
-            self.layers.push(Layer {
-                rid,
-                ssrc,
-                last_seen: now,
-                paused: false,
-                last_keyframe_request: None,
-                bytes: bytes as u64,
-                bitrate: None,
-            });
+        let i = match self.layers.iter().position(|l| l.rid == rid) {
+            Some(i) => i,
+            None => {
+                self.layers.push(Layer {
+                    rid,
+                    ssrc,
+                    last_seen: now,
+                    paused: false,
+                    last_keyframe_request: None,
+                    bytes: 0,
+                    bitrate: None,
+                    frame_rates: FrameRates::default(),
+                });
+                self.layers.len() - 1
+            }
+        };
+        let l = &mut self.layers[i];
+        l.last_seen = now;
+        l.ssrc = ssrc;
+        l.paused = false;
+        l.bytes += bytes as u64;
+        if let Some(t) = temporal {
+            l.frame_rates.saw(t);
         }
     }
 
@@ -195,6 +212,7 @@ impl Track {
         for l in &mut self.layers {
             l.bitrate = Some((l.bytes as f64 * 8.0 / secs) as u64);
             l.bytes = 0;
+            l.frame_rates.measure(secs);
         }
     }
 
@@ -314,7 +332,7 @@ mod tests {
         let mut t = track();
         assert_eq!(t.select_rid(2, now), None);
         for (i, rid) in QUALITY_RIDS.iter().enumerate() {
-            t.saw_layer(Some((*rid).into()), Ssrc::from(i as u32 + 1), 0, now);
+            t.saw_layer(Some((*rid).into()), Ssrc::from(i as u32 + 1), 0, None, now);
         }
         assert_eq!(t.select_rid(2, now), Some(Some("f".into())));
         assert_eq!(t.select_rid(1, now), Some(Some("h".into())));
@@ -325,7 +343,7 @@ mod tests {
         // Only HIGH alive and LOW requested: lowest live layer.
         t.layers[2].paused = false;
         let later = now + LAYER_STALE_AFTER * 2;
-        t.saw_layer(Some("f".into()), Ssrc::from(3), 0, later);
+        t.saw_layer(Some("f".into()), Ssrc::from(3), 0, None, later);
         assert_eq!(t.select_rid(0, later), Some(Some("f".into())));
     }
 
@@ -335,7 +353,7 @@ mod tests {
         let mut t = track();
         // 100 packets of 1000 payload bytes in one second.
         for _ in 0..100 {
-            t.saw_layer(Some("q".into()), Ssrc::from(1), 1000, now);
+            t.saw_layer(Some("q".into()), Ssrc::from(1), 1000, None, now);
         }
         t.measure(Duration::from_secs(1));
         let wire = 100 * (1000 + WIRE_OVERHEAD_BYTES as u64) * 8;
@@ -346,14 +364,14 @@ mod tests {
     fn keyframe_requests_are_throttled_per_layer() {
         let now = Instant::now();
         let mut t = track();
-        t.saw_layer(None, Ssrc::from(1), 0, now);
+        t.saw_layer(None, Ssrc::from(1), 0, None, now);
         assert!(t.keyframe_request_due(None, now));
         assert!(!t.keyframe_request_due(None, now + Duration::from_millis(10)));
         assert!(t.keyframe_request_due(None, now + KEYFRAME_REQUEST_INTERVAL));
         // A mirror asks its home more often; the home throttles the publisher.
         let mut m = track();
         m.origin = Some(0);
-        m.saw_layer(None, Ssrc::from(1), 0, now);
+        m.saw_layer(None, Ssrc::from(1), 0, None, now);
         assert!(m.keyframe_request_due(None, now));
         assert!(!m.keyframe_request_due(None, now + MIRROR_KEYFRAME_REQUEST_INTERVAL / 2));
         assert!(m.keyframe_request_due(None, now + MIRROR_KEYFRAME_REQUEST_INTERVAL));

@@ -5,7 +5,9 @@
 //! with str0m's descriptor parser wherever that parser accepts the payload; an
 //! output sequence number is never reused for a different packet and continues
 //! at +1 after a switch; a VP8 field that needs rewriting always gets a patch;
-//! the first PictureID after a switch repeats none of the last ones sent.
+//! the first PictureID after a switch repeats none of the last ones sent. Packets
+//! dropped on purpose (VP8 temporal layers) leave no output number used twice;
+//! the temporal-field parser takes any payload.
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use str0m::rtp::Vp8Descriptor;
 use super::reader::{Reader, Writer};
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::rewrite::{Rewriter, Vp8Rewriter};
+use crate::router::temporal;
 
 const CODECS: [CodecKind; 6] = [
     CodecKind::Opus,
@@ -69,6 +72,9 @@ pub fn run(data: &[u8]) {
                 // Keyframe detection on raw payloads, all codecs.
                 let payload = r.chunk(64);
                 let verdicts: Vec<bool> = CODECS.iter().map(|c| is_keyframe_start(*c, payload)).collect();
+                if let Some(t) = temporal::parse(payload) {
+                    assert!(payload[0] & 0x80 != 0 && t.tid <= temporal::MAX_TID);
+                }
                 if let Ok(d) = Vp8Descriptor::parse(payload) {
                     assert_eq!(
                         verdicts[1],
@@ -110,6 +116,14 @@ pub fn run(data: &[u8]) {
                     epoch += 1;
                     switched = true;
                 }
+                if !switched && r.below(4) == 0 {
+                    // A frame of a temporal layer this subscriber does not get.
+                    rw.skip(s.seq);
+                    if new_frame {
+                        vp8.skip_picture(s.seq);
+                    }
+                    continue;
+                }
                 let Some((out, _ts)) = rw.map(s.seq, s.ts, now) else { continue };
                 if switched {
                     if let Some(m) = max_out {
@@ -122,11 +136,11 @@ pub fn run(data: &[u8]) {
                 max_out = Some(max_out.map_or(out, |m| m.max(out)));
 
                 let mut probe = vp8.clone();
-                let fields = probe.map_fields(&desc, &payload);
+                let fields = probe.map_fields(&desc, &payload, s.seq);
                 let changed = fields.picture_id != desc.picture_id()
                     || fields.tl0_pic_idx != desc.tl0_pic_idx()
                     || fields.key_idx != desc.key_idx();
-                let patch = vp8.map(&desc, &payload);
+                let patch = vp8.map(&desc, &payload, s.seq);
                 assert_eq!(patch.is_some(), changed, "patch iff a field changes");
                 let pid = fields.picture_id.expect("descriptor has a PictureID");
                 if switched && new_frame {

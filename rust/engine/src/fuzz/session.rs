@@ -300,7 +300,8 @@ impl World {
         self.tag = self.tag.wrapping_add(1);
         let mut payload = match codec {
             CodecKind::Vp8 => {
-                let mut p = vec![0x90, 0xe0, 0x80 | (pid >> 8) as u8, pid as u8, r.u8(), 0x20 | (r.u8() & 0x1f)];
+                // TL0PICIDX, then TID / Y / KEYIDX (any TID: fps limits drop frames).
+                let mut p = vec![0x90, 0xe0, 0x80 | (pid >> 8) as u8, pid as u8, r.u8(), r.u8()];
                 p.push(u8::from(!key));
                 p
             }
@@ -665,9 +666,18 @@ fn run(data: &[u8], ops: &[Op]) {
             }
             Op::Layer => {
                 let q = i64::from(r.u8() % 5) - 1;
-                let got = w.core.set_layer(SUB_IDS[r.below(2)], r.pick(&TRACKS), q, w.now);
+                let (sub, track) = (SUB_IDS[r.below(2)], r.pick(&TRACKS));
+                let got = w.core.set_layer(sub, track, q, w.now);
                 if !(0..=2).contains(&q) {
                     assert_eq!(got, Err(EngineError::BadLayer(q)));
+                }
+                if r.bool() {
+                    let fps = [0, 1, 8, 15, 30, u32::MAX][r.below(6)];
+                    let set = w.core.set_fps(sub, track, fps);
+                    // Both need the same down track.
+                    if (0..=2).contains(&q) {
+                        assert_eq!(set.is_ok(), got.is_ok(), "set_fps {set:?} beside set_layer {got:?}");
+                    }
                 }
             }
             Op::Negotiate => {

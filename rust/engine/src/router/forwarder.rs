@@ -10,6 +10,7 @@ use std::time::Instant;
 use str0m::media::Rid;
 use str0m::rtp::{Ssrc, Vp8Descriptor, Vp8Patch};
 
+use super::temporal::{Temporal, TemporalFilter};
 use crate::rewrite::{Rewriter, Vp8Rewriter};
 
 /// Where a down track stands.
@@ -69,13 +70,19 @@ pub struct Forwarder {
     state: State,
     rewriter: Rewriter,
     vp8: Vp8Rewriter,
+    temporal: TemporalFilter,
 }
 
 impl Forwarder {
     /// A forwarder for a stream with this RTP clock rate; `seed` randomises the
     /// initial output numbers.
     pub fn new(clock_rate: u32, seed: u64) -> Self {
-        Self { state: State::Waiting, rewriter: Rewriter::new(clock_rate, seed), vp8: Vp8Rewriter::default() }
+        Self {
+            state: State::Waiting,
+            rewriter: Rewriter::new(clock_rate, seed),
+            vp8: Vp8Rewriter::default(),
+            temporal: TemporalFilter::default(),
+        }
     }
 
     pub fn state(&self) -> State {
@@ -99,12 +106,15 @@ impl Forwarder {
 
     /// Decide for one packet, given the layer the subscriber should get now
     /// (`None`: no layer known yet). `vp8`: the packet's VP8 descriptor, whose
-    /// numbering restarts on a switch.
+    /// numbering restarts on a switch. `temporal`: the packet's VP8 temporal
+    /// fields and the highest TID wanted (None: all); frames above it are dropped
+    /// without holes in the output numbering.
     pub fn decide(
         &mut self,
         p: &Packet,
         wanted: Option<Option<Rid>>,
         vp8: Option<(&Vp8Descriptor, &[u8])>,
+        temporal: Option<(Temporal, Option<u8>)>,
         now: Instant,
     ) -> Decision {
         let on_current = matches!(self.state, State::Forwarding { ssrc, .. } if ssrc == p.ssrc);
@@ -135,6 +145,16 @@ impl Forwarder {
         } else if let Some(w) = wanted.filter(|w| *w != p.rid) {
             switch_to = Some(w);
         }
+        if let Some((t, target)) = temporal {
+            // A keyframe (or the switch onto one) makes every TID decodable.
+            if !self.temporal.admit(t, target, switched || p.keyframe) {
+                self.rewriter.skip(p.seq);
+                if t.frame_start {
+                    self.vp8.skip_picture(p.seq);
+                }
+                return Decision::Drop;
+            }
+        }
         match self.rewriter.map(p.seq, p.ts, now) {
             Some((seq, ts)) => Decision::Forward { seq, ts, switched, switch_to },
             None => Decision::Stale,
@@ -142,8 +162,8 @@ impl Forwarder {
     }
 
     /// The VP8 descriptor rewrite of a forwarded packet (None: nothing to change).
-    pub fn vp8_patch(&mut self, desc: &Vp8Descriptor, payload: &[u8]) -> Option<Vp8Patch> {
-        self.vp8.map(desc, payload)
+    pub fn vp8_patch(&mut self, desc: &Vp8Descriptor, payload: &[u8], seq: u64) -> Option<Vp8Patch> {
+        self.vp8.map(desc, payload, seq)
     }
 }
 
@@ -168,25 +188,25 @@ mod tests {
         let mut f = Forwarder::new(90_000, 7);
         let q = Some(Some(Rid::from("q")));
         let h = Some(Some(Rid::from("h")));
-        assert_eq!(f.decide(&pkt(1, Some("h"), 10, true), q, None, now), Decision::Drop);
-        assert_eq!(f.decide(&pkt(2, Some("q"), 10, false), q, None, now), Decision::WaitKeyframe(Some("q".into())));
-        let Decision::Forward { seq, switched: true, switch_to: None, .. } = f.decide(&pkt(2, Some("q"), 11, true), q, None, now)
+        assert_eq!(f.decide(&pkt(1, Some("h"), 10, true), q, None, None, now), Decision::Drop);
+        assert_eq!(f.decide(&pkt(2, Some("q"), 10, false), q, None, None, now), Decision::WaitKeyframe(Some("q".into())));
+        let Decision::Forward { seq, switched: true, switch_to: None, .. } = f.decide(&pkt(2, Some("q"), 11, true), q, None, None, now)
         else {
             panic!("a keyframe of the wanted layer starts it");
         };
         assert_eq!(f.current(), Some(Some("q".into())));
         // HIGH wanted now: q goes on (asking for h) until h has a keyframe.
         assert!(matches!(
-            f.decide(&pkt(2, Some("q"), 12, false), h, None, now),
+            f.decide(&pkt(2, Some("q"), 12, false), h, None, None, now),
             Decision::Forward { switched: false, switch_to: Some(Some(_)), .. }
         ));
-        assert_eq!(f.decide(&pkt(1, Some("h"), 50, false), h, None, now), Decision::WaitKeyframe(Some("h".into())));
-        let Decision::Forward { seq: after, switched: true, .. } = f.decide(&pkt(1, Some("h"), 51, true), h, None, now) else {
+        assert_eq!(f.decide(&pkt(1, Some("h"), 50, false), h, None, None, now), Decision::WaitKeyframe(Some("h".into())));
+        let Decision::Forward { seq: after, switched: true, .. } = f.decide(&pkt(1, Some("h"), 51, true), h, None, None, now) else {
             panic!("switch on h's keyframe");
         };
         assert_eq!(after, seq + 2, "the output continues without a gap");
-        assert_eq!(f.decide(&pkt(2, Some("q"), 13, true), h, None, now), Decision::Drop);
-        assert_eq!(f.decide(&pkt(1, Some("h"), 49, false), h, None, now), Decision::Stale);
+        assert_eq!(f.decide(&pkt(2, Some("q"), 13, true), h, None, None, now), Decision::Drop);
+        assert_eq!(f.decide(&pkt(1, Some("h"), 49, false), h, None, None, now), Decision::Stale);
     }
 
     #[test]
@@ -196,28 +216,28 @@ mod tests {
         let h = Some(Some(Rid::from("h")));
         // HIGH wanted (f): a keyframe of q starts it, asking for h's keyframe.
         let want_f = Some(Some(Rid::from("f")));
-        assert_eq!(f.decide(&pkt(1, Some("q"), 10, false), want_f, None, now), Decision::Drop);
+        assert_eq!(f.decide(&pkt(1, Some("q"), 10, false), want_f, None, None, now), Decision::Drop);
         let Decision::Forward { seq, switched: true, switch_to: Some(Some(to)), .. } =
-            f.decide(&pkt(1, Some("q"), 11, true), want_f, None, now)
+            f.decide(&pkt(1, Some("q"), 11, true), want_f, None, None, now)
         else {
             panic!("a lower keyframe starts a waiting down track");
         };
         assert_eq!(to, Rid::from("f"));
         assert!(matches!(
-            f.decide(&pkt(1, Some("q"), 12, false), want_f, None, now),
+            f.decide(&pkt(1, Some("q"), 12, false), want_f, None, None, now),
             Decision::Forward { switch_to: Some(_), .. }
         ));
         // Once forwarding, only the wanted layer's keyframe switches.
-        assert_eq!(f.decide(&pkt(2, Some("h"), 40, true), want_f, None, now), Decision::Drop);
+        assert_eq!(f.decide(&pkt(2, Some("h"), 40, true), want_f, None, None, now), Decision::Drop);
         let Decision::Forward { seq: after, switched: true, switch_to: None, .. } =
-            f.decide(&pkt(3, Some("f"), 90, true), want_f, None, now)
+            f.decide(&pkt(3, Some("f"), 90, true), want_f, None, None, now)
         else {
             panic!("switch up on the wanted layer's keyframe");
         };
         assert_eq!(after, seq + 2);
         // Never a higher layer than wanted, even waiting.
         let mut g = Forwarder::new(90_000, 4);
-        assert_eq!(g.decide(&pkt(3, Some("f"), 5, true), h, None, now), Decision::Drop);
+        assert_eq!(g.decide(&pkt(3, Some("f"), 5, true), h, None, None, now), Decision::Drop);
     }
 
     #[test]
@@ -225,11 +245,39 @@ mod tests {
         let now = Instant::now();
         let mut f = Forwarder::new(48_000, 1);
         let audio = |seq| Packet { needs_keyframe: false, ..pkt(5, None, seq, false) };
-        assert!(matches!(f.decide(&audio(1), Some(None), None, now), Decision::Forward { switched: true, .. }));
-        assert!(matches!(f.decide(&audio(2), Some(None), None, now), Decision::Forward { switched: false, .. }));
+        assert!(matches!(f.decide(&audio(1), Some(None), None, None, now), Decision::Forward { switched: true, .. }));
+        assert!(matches!(f.decide(&audio(2), Some(None), None, None, now), Decision::Forward { switched: false, .. }));
         f.stop();
         assert_eq!(f.state(), State::Waiting);
         assert_eq!(f.current(), None);
-        assert!(matches!(f.decide(&audio(3), Some(None), None, now), Decision::Forward { switched: true, .. }));
+        assert!(matches!(f.decide(&audio(3), Some(None), None, None, now), Decision::Forward { switched: true, .. }));
+    }
+
+    #[test]
+    fn frames_above_the_wanted_tid_are_dropped_without_holes() {
+        use crate::router::temporal::Temporal;
+        let now = Instant::now();
+        let mut f = Forwarder::new(90_000, 9);
+        let one = Some(None);
+        // One packet per frame, libwebrtc's pattern 0 2 1 2; TID 0 only wanted.
+        let tids = [0u8, 2, 1, 2, 0, 2, 1, 2, 0];
+        let mut out = Vec::new();
+        for (i, tid) in tids.iter().enumerate() {
+            let p = Packet { ssrc: Ssrc::from(1), rid: None, seq: 10 + i as u64, ts: i as u32 * 3000, needs_keyframe: true, keyframe: i == 0 };
+            let t = Temporal { tid: *tid, sync: true, frame_start: true };
+            if let Decision::Forward { seq, .. } = f.decide(&p, one, None, Some((t, Some(0))), now) {
+                out.push(seq);
+            }
+        }
+        assert_eq!(out.len(), 3, "the three TID 0 frames");
+        assert_eq!(out[1], out[0] + 1);
+        assert_eq!(out[2], out[1] + 1);
+        // Limit lifted: the next synced frame above brings the layers back.
+        let p = Packet { ssrc: Ssrc::from(1), rid: None, seq: 19, ts: 0, needs_keyframe: true, keyframe: false };
+        let t = Temporal { tid: 2, sync: true, frame_start: true };
+        let Decision::Forward { seq, .. } = f.decide(&p, one, None, Some((t, None)), now) else {
+            panic!("a synced TID 2 frame is forwarded once no limit is asked");
+        };
+        assert_eq!(seq, out[2] + 1);
     }
 }
