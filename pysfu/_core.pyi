@@ -244,10 +244,12 @@ class MediaEngine:
         """``(subscriber, track_id, stream_id)`` subscribes, ``(subscriber, track_id,
         None)`` unsubscribes, in one round trip per shard and in order per subscriber.
         Per item: None when done, else the error message (as MediaError would say)."""
-    def set_layers(self, items: list[tuple[str, str, int, bool, int]]) -> list[str | None]:
-        """``(subscriber, track_id, quality, disabled, fps)`` per down track, one round
-        trip per shard; fps 0 is any frame rate, else VP8 temporal layers above what
-        gives it are not sent. Per item: None when done, else the error message."""
+    def set_layers(self, items: list[tuple[str, str, int, bool, int, int]]) -> list[str | None]:
+        """``(subscriber, track_id, quality, disabled, fps, priority)`` per down track,
+        one round trip per shard; fps 0 is any frame rate, else VP8 temporal layers
+        above what gives it are not sent; priority 1 is the highest, 0 unset (served
+        after every set one when bandwidth is short). Per item: None when done, else
+        the error message."""
     def unsubscribe(self, *, subscriber: str, track_id: str) -> None:
         """Stop forwarding at once; the m-line turns inactive on the next offer."""
     def set_muted(self, track_id: str, muted: bool) -> None:

@@ -18,6 +18,7 @@ from livekit.protocol import models, rtc
 from pysfu.rtc.dynacast import subscribed_layers
 from pysfu.rtc.lifecycle import ParticipantEvent, ParticipantState
 from pysfu.rtc.room import Effects, Room
+from pysfu.rtc.subscription import DEFAULT_SETTINGS
 
 IDENTITIES = st.sampled_from(["ann", "ben", "cat", "dan"])
 CIDS = st.sampled_from(["c1", "c2", "c3"])
@@ -65,7 +66,7 @@ class RoomMachine(RuleBasedStateMachine):
             if b.bind:
                 assert pair not in self.media, "bound twice"
                 self.media.add(pair)
-                self.layers[pair] = (2, False, 0)  # a fresh down track
+                self.layers[pair] = DEFAULT_SETTINGS  # a fresh down track
             else:
                 assert pair in self.media, "unbound what was not bound"
                 self.media.discard(pair)
@@ -73,7 +74,7 @@ class RoomMachine(RuleBasedStateMachine):
         for choice in fx.layers:
             pair = (choice.subscriber_sid, choice.track_sid)
             assert pair in self.media, "layer choice for an unbound track"
-            self.layers[pair] = (choice.layer, choice.disabled, choice.fps)
+            self.layers[pair] = (choice.layer, choice.disabled, choice.fps, choice.priority)
         for sid, _reason in fx.closes:
             self.closed_sessions.add(sid)
 
@@ -152,14 +153,26 @@ class RoomMachine(RuleBasedStateMachine):
         height=st.sampled_from([0, 180, 360, 720]),
         disabled=st.booleans(),
         fps=st.sampled_from([0, 0, 7, 15, 30]),
+        priority=st.sampled_from([0, 0, 1, 2]),
     )
     def track_settings(
-        self, data: st.DataObject, quality: int, height: int, disabled: bool, fps: int
+        self,
+        data: st.DataObject,
+        quality: int,
+        height: int,
+        disabled: bool,
+        fps: int,
+        priority: int,
     ) -> None:
         sub = data.draw(st.sampled_from(self.sids()))
         _, track = data.draw(st.sampled_from(self.tracks()))
         settings = rtc.UpdateTrackSettings(
-            track_sids=[track], quality=quality, height=height, disabled=disabled, fps=fps
+            track_sids=[track],
+            quality=quality,
+            height=height,
+            disabled=disabled,
+            fps=fps,
+            priority=priority,
         )
         self.apply(self.room.track_settings(sub, settings))
 
@@ -235,7 +248,7 @@ class RoomMachine(RuleBasedStateMachine):
     def media_follows_track_settings(self) -> None:
         for pair in self.media:
             sub = self.room.subscriptions[pair]
-            assert self.layers[pair] == (sub.layer, sub.disabled, sub.fps)
+            assert self.layers[pair] == sub.settings()
 
     @invariant()
     def publishers_encode_what_is_received(self) -> None:

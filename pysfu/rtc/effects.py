@@ -36,13 +36,15 @@ class Binding:
 class LayerChoice:
     """What the media plane forwards of a bound video track to one subscriber: the
     simulcast layer (0 LOW .. 2 HIGH) at up to ``fps`` frames a second (0: all it
-    has), or nothing while ``disabled``."""
+    has), or nothing while ``disabled``; ``priority`` (1 the highest, 0 unset) orders
+    the subscriber's tracks when its bandwidth does not fit them all."""
 
     subscriber_sid: str
     track_sid: str
     layer: int
     disabled: bool
     fps: int = 0
+    priority: int = 0
 
 
 @attrs.frozen

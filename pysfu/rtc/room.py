@@ -28,11 +28,11 @@ from livekit.protocol import models, rtc, webhook
 from ..errors import LocalProtocolError
 from . import ids
 from .dynacast import quality_update, requested_layer, subscribed_layers
-from .effects import Binding, DataDelivery, Effects, LayerChoice, Mute
+from .effects import Binding, DataDelivery, Effects, Mute
 from .lifecycle import ParticipantEvent, ParticipantState, next_state, to_proto
 from .quality import AUDIO_LOSS_WEIGHT, VIDEO_LOSS_WEIGHT, LinkSample, QualityScoring
 from .speakers import LevelSummary, Speakers
-from .subscription import Subscription, SubscriptionAction
+from .subscription import DEFAULT_SETTINGS, Subscription, SubscriptionAction
 
 DisconnectReason = models.DisconnectReason
 
@@ -368,11 +368,9 @@ class Room:
                 sub.subscriber_sid,
                 rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=[speaker])),
             )
-        if action is SubscriptionAction.BIND and (sub.layer != 2 or sub.disabled or sub.fps):
+        if action is SubscriptionAction.BIND and sub.settings() != DEFAULT_SETTINGS:
             # Settings that came before the binding (or survived an unbind).
-            fx.layers.append(
-                LayerChoice(sub.subscriber_sid, sub.track_sid, sub.layer, sub.disabled, sub.fps)
-            )
+            fx.layers.append(sub.layer_choice())
         if pub is not None:
             self._dynacast(fx, pub)
 
@@ -813,13 +811,13 @@ class Room:
 
     def track_settings(self, sid: str, settings: rtc.UpdateTrackSettings) -> Effects:
         """A subscriber's settings for tracks it receives: the layer it wants (by
-        quality or rendered size), the frame rate, or that it disabled them. The media plane follows
+        quality or rendered size), the frame rate, its priority, or that it disabled
+        them. The media plane follows
         for bound tracks; video publishers hear what is still wanted (dynacast)."""
         fx = Effects()
         if sid not in self.participants:
             return fx
         layer = requested_layer(settings)
-        fps = settings.fps  # uint32 on the wire, as the engine takes it
         for track_sid in dict.fromkeys(
             itertools.islice(settings.track_sids, MAX_TRACKS_PER_REQUEST)
         ):
@@ -827,11 +825,13 @@ class Room:
             pub = self.find_publication(track_sid)
             if sub is None or pub is None:
                 continue
-            if (sub.layer, sub.disabled, sub.fps) == (layer, settings.disabled, fps):
+            # fps and priority are uint32 on the wire, as the engine takes them.
+            wanted = (layer, settings.disabled, settings.fps, settings.priority)
+            if sub.settings() == wanted:
                 continue
-            sub.layer, sub.disabled, sub.fps = layer, settings.disabled, fps
+            sub.layer, sub.disabled, sub.fps, sub.priority = wanted
             if sub.bound:
-                fx.layers.append(LayerChoice(sid, track_sid, layer, settings.disabled, fps))
+                fx.layers.append(sub.layer_choice())
             self._dynacast(fx, pub)
         return fx
 

@@ -16,6 +16,12 @@ import enum
 
 import attrs
 
+from .effects import LayerChoice
+
+DEFAULT_SETTINGS = (2, False, 0, 0)
+"""A fresh down track's settings (see ``Subscription.settings``): HIGH, enabled, any
+frame rate, no priority."""
+
 
 class SubscriptionAction(enum.Enum):
     BIND = "bind"
@@ -40,6 +46,19 @@ class Subscription:
     """The subscriber disabled the track (UpdateTrackSettings): nothing is forwarded."""
     fps: int = 0
     """Frame rate the subscriber asked for (UpdateTrackSettings.fps); 0: any."""
+    priority: int = 0
+    """The subscriber's priority for the track (UpdateTrackSettings.priority): 1 the
+    highest, 0 unset; bandwidth goes to higher ones first."""
+
+    def settings(self) -> tuple[int, bool, int, int]:
+        """What UpdateTrackSettings set: (layer, disabled, fps, priority)."""
+        return (self.layer, self.disabled, self.fps, self.priority)
+
+    def layer_choice(self) -> LayerChoice:
+        """These settings, for the media plane."""
+        return LayerChoice(
+            self.subscriber_sid, self.track_sid, self.layer, self.disabled, self.fps, self.priority
+        )
 
     @property
     def wanted(self) -> bool:

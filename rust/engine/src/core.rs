@@ -25,7 +25,7 @@ use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
-use crate::router::allocator::allocate;
+use crate::router::allocator::{allocate, rank, Demand};
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::audio_history::SentAudio;
 use crate::router::forwarder::{Decision, Packet};
@@ -1032,6 +1032,14 @@ impl<S: Sink> Core<S> {
         Ok(())
     }
 
+    /// A subscriber's priority for a video track (1 the highest, 0 unset): under a
+    /// bandwidth estimate that does not fit everything, higher ones are served first.
+    pub fn set_priority(&mut self, subscriber: &str, track_id: &str, priority: u32) -> Result<()> {
+        let (_, track, i) = self.down_track(subscriber, track_id)?;
+        track.downs[i].priority = priority;
+        Ok(())
+    }
+
     /// Stop (or resume) forwarding a track to one subscriber without renegotiating:
     /// a client that hides a video disables it. Resuming waits for a keyframe.
     pub fn set_disabled(&mut self, subscriber: &str, track_id: &str, disabled: bool, now: Instant) -> Result<()> {
@@ -1295,19 +1303,21 @@ impl<S: Sink> Core<S> {
         for peer in peers.values_mut().filter(|p| !p.closed) {
             let Some(estimate) = peer.bwe_bps else { continue };
             let key = peer.key;
-            let mut downs = Vec::new();
-            let mut demands = Vec::new();
+            let mut served = Vec::new();
             for (tk, t) in router.tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video && !t.muted) {
                 for (i, d) in t.downs.iter().enumerate() {
                     if d.sub == key && d.active && !d.disabled {
-                        downs.push((*tk, i));
-                        demands.push(t.demand(d.quality, now));
+                        let demand = Demand { rank: rank(d.priority), ..t.demand(d.quality, now) };
+                        served.push(((*tk, i), demand));
                     }
                 }
             }
-            if demands.is_empty() {
+            if served.is_empty() {
                 continue;
             }
+            // By priority, then in the order tracks were published (track keys grow).
+            served.sort_by_key(|((tk, _), d)| (d.rank, *tk));
+            let (downs, demands): (Vec<_>, Vec<_>) = served.into_iter().unzip();
             let caps = allocate(estimate, &demands);
             for (((tk, i), cap), demand) in downs.into_iter().zip(caps).zip(&demands) {
                 let Some(t) = router.tracks.get_mut(&tk) else { continue };

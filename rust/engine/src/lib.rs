@@ -84,6 +84,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Engine-internal peer index (the control plane uses string ids).
 pub type PeerKey = u32;
 
+/// What a subscriber wants of one down track (`Engine::set_layers`): subscriber
+/// peer, track id, quality (0 LOW .. 2 HIGH), disabled, frame rate (0: any) and
+/// priority (1 the highest, 0 unset).
+pub type LayerSettings = (String, String, i64, bool, u32, u32);
+
 /// Monotonic counters, reported by `stats()`.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -591,9 +596,9 @@ impl Engine {
         })
     }
 
-    /// Many (quality, disabled, fps) choices for subscribers' down tracks, one round
-    /// trip per shard; one result per item.
-    pub fn set_layers(&self, items: Vec<(String, String, i64, bool, u32)>) -> Vec<Result<()>> {
+    /// Many (quality, disabled, fps, priority) choices for subscribers' down tracks,
+    /// one round trip per shard; one result per item.
+    pub fn set_layers(&self, items: Vec<LayerSettings>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = (0..items.len()).map(|_| Ok(())).collect();
         let mut routed = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
@@ -602,9 +607,10 @@ impl Engine {
                 Err(e) => results[i] = Err(e),
             }
         }
-        self.scatter(routed, results, |c, (sub, track, quality, disabled, fps), now| {
+        self.scatter(routed, results, |c, (sub, track, quality, disabled, fps, priority), now| {
             c.set_layer(&sub, &track, quality, now)?;
             c.set_fps(&sub, &track, fps)?;
+            c.set_priority(&sub, &track, priority)?;
             c.set_disabled(&sub, &track, disabled, now)
         })
     }

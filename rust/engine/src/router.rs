@@ -113,6 +113,9 @@ pub struct DownTrack {
     /// Frame rate the subscriber asked for (UpdateTrackSettings.fps; 0: any): VP8
     /// temporal layers above what gives it are not sent (see `temporal`).
     pub fps: u32,
+    /// The subscriber's priority for the track (UpdateTrackSettings.priority; 1 the
+    /// highest, 0 unset): the allocator serves higher ones first.
+    pub priority: u32,
     /// Forwarding state and output numbering (see `forwarder`).
     pub fwd: Forwarder,
     /// Incoming pt -> outgoing pt on the subscriber (None: codec not negotiated
@@ -141,6 +144,7 @@ impl DownTrack {
             cap: 2,
             disabled: false,
             fps: 0,
+            priority: 0,
             fwd: Forwarder::new(clock, seed),
             pt_map: Vec::new(),
             sent_audio: (kind == MediaKind::Audio).then(AudioHistory::default),
@@ -225,7 +229,7 @@ impl Track {
                 layers[usize::from(l.quality())] = Some(l.bitrate.unwrap_or(0));
             }
         }
-        Demand { requested, layers }
+        Demand { requested, layers, rank: allocator::rank(0) }
     }
 
     /// The layer a subscriber asking for `quality` should get: the best live

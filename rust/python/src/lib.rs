@@ -397,9 +397,9 @@ impl MediaEngine {
         results.into_iter().map(|r| r.err().map(|e| e.to_string())).collect()
     }
 
-    /// (subscriber, track, quality, disabled, fps) choices in one round trip per
-    /// shard; per item None when done, else the error's message.
-    fn set_layers(&self, py: Python<'_>, items: Vec<(String, String, i64, bool, u32)>) -> Vec<Option<String>> {
+    /// (subscriber, track, quality, disabled, fps, priority) choices in one round
+    /// trip per shard; per item None when done, else the error's message.
+    fn set_layers(&self, py: Python<'_>, items: Vec<pysfu_engine::LayerSettings>) -> Vec<Option<String>> {
         let results = py.allow_threads(|| self.engine.set_layers(items));
         results.into_iter().map(|r| r.err().map(|e| e.to_string())).collect()
     }

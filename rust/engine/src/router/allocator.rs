@@ -7,6 +7,11 @@
 //! for. A track whose lowest layer does not fit what is left gets nothing: it is
 //! paused (after [`PAUSE_AFTER`] such allocations in a row, see [`Pause`]) and its
 //! subscriber told with StreamStateUpdate, as the reference's stream allocator does.
+//!
+//! Priorities (UpdateTrackSettings.priority, 1 the highest, 0 unset): tracks are
+//! served in priority order, so a higher one gets its lowest layer first, and
+//! each priority is raised as far as the budget allows before the next one gets
+//! more; tracks of one priority are raised in turn.
 
 /// Share of the estimate given to video: audio, RTCP and retransmissions need room.
 pub const VIDEO_SHARE: f64 = 0.85;
@@ -19,6 +24,18 @@ pub struct Demand {
     /// Measured bitrate (bit/s) of each layer by quality; None where the layer is
     /// not live.
     pub layers: [Option<u64>; 3],
+    /// Serving rank from the subscriber's priority: lower first (see [`rank`]).
+    pub rank: u32,
+}
+
+/// The serving rank of a subscriber's priority: 1 (the highest) first, unset (0)
+/// after every set one.
+pub fn rank(priority: u32) -> u32 {
+    if priority == 0 {
+        u32::MAX
+    } else {
+        priority
+    }
 }
 
 impl Demand {
@@ -43,10 +60,11 @@ impl Demand {
 }
 
 /// The layer cap of each track (same order as `demands`, which is the order tracks
-/// are served in) within `estimate_bps`; None for a track whose lowest live layer
-/// does not fit what the tracks before it left. A track with no live layer keeps
-/// its request (nothing to choose between).
+/// are served in, by ascending `rank`) within `estimate_bps`; None for a track
+/// whose lowest live layer does not fit what the tracks before it left. A track
+/// with no live layer keeps its request (nothing to choose between).
 pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<Option<u8>> {
+    debug_assert!(demands.windows(2).all(|w| w[0].rank <= w[1].rank), "served by rank");
     let budget = (estimate_bps as f64 * VIDEO_SHARE) as u64;
     let mut used: u64 = 0;
     let mut caps: Vec<Option<u8>> = Vec::with_capacity(demands.len());
@@ -55,21 +73,28 @@ pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<Option<u8>> {
         used += cap.map_or(0, |q| d.cost(q));
         caps.push(cap);
     }
-    loop {
-        let mut raised = false;
-        for (d, cap) in demands.iter().zip(caps.iter_mut()) {
-            let Some(q) = *cap else { continue };
-            let Some(next) = d.next_above(q) else { continue };
-            let extra = d.cost(next).saturating_sub(d.cost(q));
-            if used + extra <= budget {
-                used += extra;
-                *cap = Some(next);
-                raised = true;
+    // One rank at a time: its tracks are raised in turn until none can be.
+    let mut start = 0;
+    while start < demands.len() {
+        let rank = demands[start].rank;
+        let end = start + demands[start..].iter().take_while(|d| d.rank == rank).count();
+        loop {
+            let mut raised = false;
+            for (d, cap) in demands[start..end].iter().zip(caps[start..end].iter_mut()) {
+                let Some(q) = *cap else { continue };
+                let Some(next) = d.next_above(q) else { continue };
+                let extra = d.cost(next).saturating_sub(d.cost(q));
+                if used + extra <= budget {
+                    used += extra;
+                    *cap = Some(next);
+                    raised = true;
+                }
+            }
+            if !raised {
+                break;
             }
         }
-        if !raised {
-            break;
-        }
+        start = end;
     }
     demands.iter().zip(caps).map(|(d, c)| if d.lowest().is_none() { Some(d.requested) } else { c }).collect()
 }
@@ -116,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_narrow_link_gets_the_lowest_layer_a_wide_one_the_requested() {
-        let d = Demand { requested: 2, layers: SIMULCAST };
+        let d = Demand { requested: 2, layers: SIMULCAST, rank: rank(0) };
         assert_eq!(allocate(400_000, &[d]), vec![Some(0)]);
         assert_eq!(allocate(700_000, &[d]), vec![Some(1)]);
         assert_eq!(allocate(3_000_000, &[d]), vec![Some(2)]);
@@ -129,17 +154,32 @@ mod tests {
 
     #[test]
     fn tracks_are_raised_in_turn_and_missing_layers_skipped() {
-        let d = Demand { requested: 2, layers: SIMULCAST };
+        let d = Demand { requested: 2, layers: SIMULCAST, rank: rank(0) };
         // Two tracks, 1.2 Mbit/s: both can have MEDIUM, neither HIGH.
         assert_eq!(allocate(1_200_000, &[d, d]), vec![Some(1), Some(1)]);
         // A track without a live MEDIUM jumps from LOW to HIGH when that fits.
-        let gappy = Demand { requested: 2, layers: [Some(150_000), None, Some(900_000)] };
+        let gappy = Demand { requested: 2, layers: [Some(150_000), None, Some(900_000)], rank: rank(0) };
         assert_eq!(allocate(1_200_000, &[gappy]), vec![Some(2)]);
         // A track with nothing live keeps its request.
-        let dry = Demand { requested: 1, layers: [None; 3] };
+        let dry = Demand { requested: 1, layers: [None; 3], rank: rank(0) };
         assert_eq!(allocate(100_000, &[dry, d]), vec![Some(1), None]);
         // Only one lowest layer fits: the first track gets it, the second nothing.
         assert_eq!(allocate(250_000, &[d, d]), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn higher_priorities_are_served_and_raised_first() {
+        let top = Demand { requested: 2, layers: SIMULCAST, rank: rank(1) };
+        let next = Demand { rank: rank(2), ..top };
+        let unset = Demand { rank: rank(0), ..top };
+        // 2 Mbit/s (1.7 for video): the first track goes to HIGH, the next gets LOW.
+        assert_eq!(allocate(2_000_000, &[top, next]), vec![Some(2), Some(0)]);
+        // Unset ranks after set ones, and in turn among themselves.
+        assert_eq!(allocate(2_200_000, &[next, unset, unset]), vec![Some(2), Some(0), Some(0)]);
+        assert_eq!(allocate(3_500_000, &[next, unset, unset]), vec![Some(2), Some(1), Some(1)]);
+        // Too little for two lowest layers: the higher priority keeps video.
+        assert_eq!(allocate(250_000, &[top, unset]), vec![Some(0), None]);
+        assert!(rank(1) < rank(7) && rank(7) < rank(0));
     }
 
     #[test]
