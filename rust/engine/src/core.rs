@@ -1301,7 +1301,9 @@ impl<S: Sink> Core<S> {
         let mut resumed = Vec::new();
         // Any role: a /rtc/v1 peer carries its subscriptions on the publisher peer.
         for peer in peers.values_mut().filter(|p| !p.closed) {
+            let loss = peer.take_egress_loss();
             let Some(estimate) = peer.bwe_bps else { continue };
+            let estimate = peer.loss_cap.update(estimate, loss);
             let key = peer.key;
             let mut served = Vec::new();
             for (tk, t) in router.tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video && !t.muted) {
@@ -1473,6 +1475,10 @@ impl<S: Sink> Core<S> {
                 if let Some(p) = self.peers.get_mut(&key) {
                     let clock = clock_rate(&p.rtc, st.mid);
                     p.link.egress(&st, clock);
+                    if let Some(l) = st.loss.filter(|l| l.is_finite()) {
+                        p.egress_loss.0 += l.clamp(0.0, 1.0);
+                        p.egress_loss.1 += 1;
+                    }
                 }
                 let counts = [st.firs, st.plis, st.nacks, st.packets];
                 let lost = Loss::Reported(st.remote.as_ref().map(|r| r.packets_lost));
@@ -1772,6 +1778,9 @@ impl<S: Sink> Core<S> {
                 h.push(SentAudio::of(out_pt, out_seq, out_ts, pkt, ext, payload));
             }
             counters.rtp_forwarded += 1;
+            if video {
+                sub.media_sent = sub.media_sent.saturating_add(1);
+            }
             if !sub.dirty {
                 sub.dirty = true;
                 dirty.push(d.sub);

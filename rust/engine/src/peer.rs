@@ -11,6 +11,7 @@ use str0m::rtp::{RawPacket, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 
 use crate::link_stats::LinkAcc;
+use crate::router::allocator::{LossCap, FEEDBACK_TIMEOUT_INTERVALS, FEEDBACK_TIMEOUT_LOSS};
 use crate::router::TrackKey;
 use crate::PeerKey;
 
@@ -100,6 +101,15 @@ pub struct Peer {
     pub link: LinkAcc,
     /// Subscriber: str0m's egress bandwidth estimate (TWCC), bit/s, while it can probe.
     pub bwe_bps: Option<u64>,
+    /// Loss its receiver reports gave since the last allocation: (sum of fractions,
+    /// reports), for the loss-based cap.
+    pub egress_loss: (f32, u32),
+    /// The loss-based cap over `bwe_bps` (see `router::allocator::LossCap`).
+    pub loss_cap: LossCap,
+    /// Video packets written to it since the last allocation.
+    pub media_sent: u32,
+    /// Allocations in a row in which video went out and no receiver report came.
+    pub silent_intervals: u8,
 }
 
 impl Peer {
@@ -134,6 +144,10 @@ impl Peer {
             orphan_mids: Vec::new(),
             link: LinkAcc::default(),
             bwe_bps: None,
+            egress_loss: (0.0, 0),
+            loss_cap: LossCap::default(),
+            media_sent: 0,
+            silent_intervals: 0,
         }
     }
 
@@ -144,6 +158,24 @@ impl Peer {
             Some(t) => self.next_timeout.min(t + self.ice_grace),
             None => self.next_timeout,
         }
+    }
+
+    /// The mean loss of the receiver reports since the last call (None: none came);
+    /// no loss at all when no video was sent since (nothing could be lost), and
+    /// `FEEDBACK_TIMEOUT_LOSS` once video went out for `FEEDBACK_TIMEOUT_INTERVALS`
+    /// calls in a row without a report.
+    pub fn take_egress_loss(&mut self) -> Option<f32> {
+        let (sum, n) = std::mem::take(&mut self.egress_loss);
+        if std::mem::take(&mut self.media_sent) == 0 {
+            self.silent_intervals = 0;
+            return Some(0.0);
+        }
+        if n > 0 {
+            self.silent_intervals = 0;
+            return Some(sum / n as f32);
+        }
+        self.silent_intervals = self.silent_intervals.saturating_add(1);
+        (self.silent_intervals >= FEEDBACK_TIMEOUT_INTERVALS).then_some(FEEDBACK_TIMEOUT_LOSS)
     }
 
     /// Drain `poll_output` to its timeout: transmit datagrams, collect events.

@@ -99,6 +99,67 @@ pub fn allocate(estimate_bps: u64, demands: &[Demand]) -> Vec<Option<u8>> {
     demands.iter().zip(caps).map(|(d, c)| if d.lowest().is_none() { Some(d.requested) } else { c }).collect()
 }
 
+/// Receiver-reported loss above which a subscriber's link counts as congested.
+pub const LOSS_HIGH: f32 = 0.10;
+/// Loss below which a loss-based cap is raised again.
+pub const LOSS_LOW: f32 = 0.02;
+/// How fast a loss-based cap rises per interval of low loss (libwebrtc's 8 %), and
+/// at least by [`LOSS_CAP_STEP_BPS`], so that a cap far down recovers in seconds.
+pub const LOSS_CAP_INCREASE: f64 = 1.08;
+pub const LOSS_CAP_STEP_BPS: u64 = 50_000;
+/// The lowest a loss-based cap goes.
+pub const LOSS_CAP_FLOOR_BPS: u64 = 10_000;
+
+/// Intervals in a row in which video went to a subscriber and no receiver report
+/// came back before that silence counts as loss: a link starved far below what it
+/// is sent can delay the client's RTCP for many seconds, and the delay-based
+/// estimate, fed by the same feedback, then stands still (libwebrtc's send-side
+/// estimator lowers its estimate on a feedback timeout too).
+pub const FEEDBACK_TIMEOUT_INTERVALS: u8 = 3;
+/// The loss such a silent interval counts as.
+pub const FEEDBACK_TIMEOUT_LOSS: f32 = 0.5;
+
+/// A loss-based cap over str0m's delay-based estimate, as libwebrtc's send-side
+/// estimator keeps one: str0m has only the delay-based part, and a link whose
+/// bottleneck queue is full and dropping shows a steady delay, so that estimate
+/// holds (or grows) while most packets are lost. Each interval with a receiver
+/// report: loss above [`LOSS_HIGH`] cuts the cap by half the loss; below
+/// [`LOSS_LOW`] it rises (see [`LOSS_CAP_INCREASE`]), and goes once it is back
+/// above the estimate; in between, or without a report, it holds. The caller
+/// passes no loss for an interval in which nothing was sent (a paused track gets
+/// no receiver reports), so a cap cannot hold its own track paused. Pure.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LossCap {
+    cap: Option<u64>,
+}
+
+impl LossCap {
+    /// One interval's loss (0..=1; None: no report) and the delay-based estimate;
+    /// returns the estimate to allocate within.
+    pub fn update(&mut self, estimate: u64, loss: Option<f32>) -> u64 {
+        match loss {
+            Some(l) if l > LOSS_HIGH => {
+                let from = self.cap.map_or(estimate, |c| c.min(estimate)) as f64;
+                let cut = (from * (1.0 - 0.5 * f64::from(l.min(1.0)))) as u64;
+                self.cap = Some(cut.max(LOSS_CAP_FLOOR_BPS));
+            }
+            Some(l) if l < LOSS_LOW => {
+                if let Some(c) = self.cap {
+                    let up = ((c as f64 * LOSS_CAP_INCREASE) as u64).max(c + LOSS_CAP_STEP_BPS);
+                    self.cap = (up < estimate).then_some(up);
+                }
+            }
+            _ => {}
+        }
+        self.cap.map_or(estimate, |c| c.min(estimate))
+    }
+
+    /// The cap, while loss holds the estimate down.
+    pub fn cap(&self) -> Option<u64> {
+        self.cap
+    }
+}
+
 /// Allocations in a row in which a down track's lowest layer must not fit before it
 /// is paused: one low estimate (a burst of loss, a failed probe) must not cut video
 /// that would have carried on at its lowest layer.
@@ -180,6 +241,35 @@ mod tests {
         // Too little for two lowest layers: the higher priority keeps video.
         assert_eq!(allocate(250_000, &[top, unset]), vec![Some(0), None]);
         assert!(rank(1) < rank(7) && rank(7) < rank(0));
+    }
+
+    #[test]
+    fn loss_cuts_below_a_steady_delay_based_estimate_and_low_loss_lifts_the_cut() {
+        let mut c = LossCap::default();
+        assert_eq!(c.update(500_000, None), 500_000, "no report: the estimate as it is");
+        assert_eq!(c.update(500_000, Some(0.05)), 500_000, "some loss alone changes nothing");
+        // A 30 kbit/s link under 500 kbit/s: ~94 % lost, every interval.
+        let mut e = 0;
+        for _ in 0..3 {
+            e = c.update(500_000, Some(0.94));
+        }
+        assert!(e < 80_000, "three intervals of heavy loss: {e}");
+        for _ in 0..20 {
+            e = c.update(500_000, Some(0.94));
+        }
+        assert_eq!(e, LOSS_CAP_FLOOR_BPS);
+        // A lower delay-based estimate is never raised by the cap.
+        assert_eq!(c.update(5_000, None), 5_000);
+        // Loss gone: the cap rises (by the step while it is low, then 8 % an
+        // interval) and goes once above the estimate.
+        let before = c.cap().unwrap();
+        assert_eq!(c.update(500_000, Some(0.0)), before + LOSS_CAP_STEP_BPS);
+        let mut d = LossCap { cap: Some(1_000_000) };
+        assert_eq!(d.update(5_000_000, Some(0.0)), 1_080_000);
+        for _ in 0..100 {
+            e = c.update(500_000, Some(0.0));
+        }
+        assert_eq!((e, c.cap()), (500_000, None));
     }
 
     #[test]
