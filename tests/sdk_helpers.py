@@ -316,3 +316,19 @@ class VideoProbe:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self.stream.aclose()
+
+
+def newest_track(watcher: Watcher, identity: str) -> rtc.Track | None:
+    """The track last subscribed from ``identity``, if any."""
+    subscribed = [
+        a for n, a in watcher.seen if n == "track_subscribed" and a[2].identity == identity
+    ]
+    return subscribed[-1][0] if subscribed else None
+
+
+async def hearing(watcher: Watcher, identity: str) -> AudioProbe:
+    """A probe on the newest audio track subscribed from ``identity``, once it plays."""
+    await watcher.wait_for("track_subscribed", lambda t, pub, p: p.identity == identity)
+    probe = AudioProbe(newest_track(watcher, identity))  # type: ignore[arg-type]
+    await probe.wait_tone(present=True)
+    return probe

@@ -26,6 +26,8 @@ from .sdk_helpers import (
     ToneSource,
     Watcher,
     connected,
+    hearing,
+    newest_track,
     simulate_signal_reconnect,
 )
 from .signal_client import signal_url
@@ -60,21 +62,6 @@ async def yaml_server(body: str) -> AsyncIterator[RunningServer]:
         yield running
     finally:
         await asyncio.to_thread(stop_server, running)
-
-
-def newest_track(watcher: Watcher, identity: str) -> rtc.Track | None:
-    subscribed = [
-        a for n, a in watcher.seen if n == "track_subscribed" and a[2].identity == identity
-    ]
-    return subscribed[-1][0] if subscribed else None
-
-
-async def hearing(watcher: Watcher, identity: str) -> AudioProbe:
-    """A probe on the newest audio track subscribed from ``identity``, once it plays."""
-    await watcher.wait_for("track_subscribed", lambda t, pub, p: p.identity == identity)
-    probe = AudioProbe(newest_track(watcher, identity))  # type: ignore[arg-type]
-    await probe.wait_tone(present=True)
-    return probe
 
 
 async def hearing_again(

@@ -10,29 +10,29 @@ import pytest
 
 from pysfu.testing import RunningServer, make_config, start_server, stop_server
 
-from .sdk_helpers import AudioProbe, ToneSource, connected
+from .sdk_helpers import ToneSource, connected, hearing
 
 pytestmark = pytest.mark.asyncio
+
+
+def _two_shards(spread_after: int) -> Iterator[RunningServer]:
+    running = start_server(make_config(workers=2, shard_spread_after=spread_after))
+    try:
+        yield running
+    finally:
+        stop_server(running)
 
 
 @pytest.fixture
 def spread() -> Iterator[RunningServer]:
     """Two shards; every participant after the first of a room on the other one."""
-    running = start_server(make_config(workers=2, shard_spread_after=1))
-    try:
-        yield running
-    finally:
-        stop_server(running)
+    yield from _two_shards(1)
 
 
 @pytest.fixture
 def packed() -> Iterator[RunningServer]:
     """Two shards; rooms kept on one up to the default 32 participants."""
-    running = start_server(make_config(workers=2, shard_spread_after=32))
-    try:
-        yield running
-    finally:
-        stop_server(running)
+    yield from _two_shards(32)
 
 
 async def _alice_heard_by_bob_and_carol(running: RunningServer) -> None:
@@ -43,13 +43,8 @@ async def _alice_heard_by_bob_and_carol(running: RunningServer) -> None:
         connected(running, "carol") as (_, carol_w),
     ):
         await tone.publish(alice)
-        probes = []
-        for watcher in (bob_w, carol_w):
-            args = await watcher.wait_for("track_subscribed", lambda t, pub, p: True)
-            probes.append(AudioProbe(args[0]))
+        probes = [await hearing(watcher, "alice") for watcher in (bob_w, carol_w)]
         try:
-            for probe in probes:
-                await probe.wait_tone(present=True)
             tone.amplitude = 0
             for probe in probes:
                 await probe.wait_tone(present=False)
