@@ -74,7 +74,7 @@ class RoomMachine(RuleBasedStateMachine):
         for choice in fx.layers:
             pair = (choice.subscriber_sid, choice.track_sid)
             assert pair in self.media, "layer choice for an unbound track"
-            self.layers[pair] = (choice.layer, choice.disabled, choice.fps, choice.priority)
+            self.layers[pair] = choice.settings()
         for sid, _reason in fx.closes:
             self.closed_sessions.add(sid)
 

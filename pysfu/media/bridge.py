@@ -327,8 +327,7 @@ class EngineMediaPlane:
         for choice in layers:
             pm = self._participants.get(choice.subscriber_sid)
             if pm is not None:
-                settings = (choice.layer, choice.disabled, choice.fps, choice.priority)
-                items.append((pm.down_peer(), choice.track_sid, *settings))
+                items.append((pm.down_peer(), choice.track_sid, *choice.settings()))
         for item, error in zip(items, self.engine.set_layers(items), strict=True):
             if error is not None:
                 log.debug("layer choice %s for an unbound track ignored: %s", item, error)

@@ -46,6 +46,10 @@ class LayerChoice:
     fps: int = 0
     priority: int = 0
 
+    def settings(self) -> tuple[int, bool, int, int]:
+        """(layer, disabled, fps, priority), as ``Subscription.settings``."""
+        return (self.layer, self.disabled, self.fps, self.priority)
+
 
 @attrs.frozen
 class DataDelivery:

@@ -18,10 +18,6 @@ import attrs
 
 from .effects import LayerChoice
 
-DEFAULT_SETTINGS = (2, False, 0, 0)
-"""A fresh down track's settings (see ``Subscription.settings``): HIGH, enabled, any
-frame rate, no priority."""
-
 
 class SubscriptionAction(enum.Enum):
     BIND = "bind"
@@ -72,3 +68,8 @@ class Subscription:
             self.bound = False
             return SubscriptionAction.UNBIND
         return None
+
+
+DEFAULT_SETTINGS = Subscription("", "").settings()
+"""A fresh down track's settings (see ``Subscription.settings``): HIGH, enabled, any
+frame rate, no priority."""

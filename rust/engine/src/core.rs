@@ -25,7 +25,7 @@ use crate::event::MediaEvent;
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::link_stats::LINK_STATS_INTERVAL;
 use crate::peer::{Peer, Role, Sink, LABEL_LOSSY, LABEL_RELIABLE};
-use crate::router::allocator::{allocate, rank, Demand};
+use crate::router::allocator::allocate;
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::audio_history::SentAudio;
 use crate::router::forwarder::{Decision, Packet};
@@ -1309,8 +1309,7 @@ impl<S: Sink> Core<S> {
             for (tk, t) in router.tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video && !t.muted) {
                 for (i, d) in t.downs.iter().enumerate() {
                     if d.sub == key && d.active && !d.disabled {
-                        let demand = Demand { rank: rank(d.priority), ..t.demand(d.quality, now) };
-                        served.push(((*tk, i), demand));
+                        served.push(((*tk, i), t.demand(d.quality, d.priority, now)));
                     }
                 }
             }

@@ -220,8 +220,9 @@ impl Track {
         }
     }
 
-    /// What a subscriber asking for `requested` could take of this track now.
-    pub fn demand(&self, requested: u8, now: Instant) -> Demand {
+    /// What a subscriber asking for `requested`, at `priority` (UpdateTrackSettings;
+    /// 0 unset), could take of this track now.
+    pub fn demand(&self, requested: u8, priority: u32, now: Instant) -> Demand {
         let mut layers = [None; 3];
         for l in &self.layers {
             let live = !l.paused && now.saturating_duration_since(l.last_seen) < LAYER_STALE_AFTER;
@@ -229,7 +230,7 @@ impl Track {
                 layers[usize::from(l.quality())] = Some(l.bitrate.unwrap_or(0));
             }
         }
-        Demand { requested, layers, rank: allocator::rank(0) }
+        Demand { requested, layers, rank: allocator::rank(priority) }
     }
 
     /// The layer a subscriber asking for `quality` should get: the best live
@@ -361,7 +362,7 @@ mod tests {
         }
         t.measure(Duration::from_secs(1));
         let wire = 100 * (1000 + WIRE_OVERHEAD_BYTES as u64) * 8;
-        assert_eq!(t.demand(2, now).layers[0], Some(wire));
+        assert_eq!(t.demand(2, 0, now).layers[0], Some(wire));
     }
 
     #[test]

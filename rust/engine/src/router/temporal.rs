@@ -133,8 +133,11 @@ impl FrameRates {
     /// The lowest TID that gives at least `fps` (within a tenth: rates measured over
     /// a second wobble), or None when every TID is needed or nothing is known.
     pub fn tid_for(&self, fps: u32) -> Option<u8> {
+        if fps == 0 {
+            return None;
+        }
         let rates = self.rates?;
-        if fps == 0 || self.top == 0 {
+        if self.top == 0 {
             return None;
         }
         let want = fps as f32 * 0.9;
