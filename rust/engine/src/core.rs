@@ -1755,7 +1755,15 @@ impl<S: Sink> Core<S> {
             };
             let mut api = sub.rtc.direct_api();
             if d.tx_ssrc.is_none() {
-                d.tx_ssrc = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc());
+                d.tx_ssrc = api.stream_tx_by_mid(mid, None).map(|tx| {
+                    // Sent as it comes, as the reference (pion, no queueing pacer):
+                    // str0m's pacer would spread each keyframe burst at 1.1x the
+                    // estimate and hold video up to 2 s when the estimate is below a
+                    // stream that cannot step down. The estimate still drives the
+                    // allocator's layer choice, which is what adapts to the link.
+                    tx.set_unpaced(true);
+                    tx.ssrc()
+                });
             }
             let Some(tx_ssrc) = d.tx_ssrc else {
                 counters.rtp_dropped += 1;
