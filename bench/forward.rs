@@ -6,24 +6,22 @@
 //! str0m clients. Then the publisher's client pre-encrypts a burst of VP8 RTP
 //! packets, and only the engine's work is timed: SRTP decrypt, routing,
 //! seq/ts rewriting, per-subscriber SRTP encrypt and hand-off to the sink.
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use pysfu_engine::shard::{Fabric, Inbox, ShardLink};
-use pysfu_engine::{Core, MediaEvent, Role, Sink};
-use str0m::change::{SdpAnswer, SdpOffer};
+use pysfu_engine::testkit::{MemNet, Outbox};
+use pysfu_engine::{Core, Role, Sink};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::{Input, Output};
 
 /// Queues datagrams during set-up; counts and drops them while measuring.
 struct MemSink {
-    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    queue: Vec<(SocketAddr, Vec<u8>)>,
     measuring: bool,
     sent: u64,
     bytes: u64,
@@ -34,65 +32,14 @@ impl Sink for MemSink {
         self.sent += 1;
         self.bytes += data.len() as u64;
         if !self.measuring {
-            self.queue.push_back((dest, data.to_vec()));
+            self.queue.push((dest, data.to_vec()));
         }
     }
 }
 
-struct Client {
-    rtc: Rtc,
-    addr: SocketAddr,
-    out: Vec<Vec<u8>>,
-}
-
-impl Client {
-    fn new(addr: SocketAddr, now: Instant) -> Self {
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        Self { rtc, addr, out: Vec::new() }
-    }
-    fn drain(&mut self) {
-        loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(_) => break,
-                Output::Transmit(t) => self.out.push(t.contents.to_vec()),
-                Output::Event(_) => {}
-            }
-        }
-    }
-}
-
-fn pump(core: &mut Core<MemSink>, clients: &mut [Client], engine_addr: SocketAddr, rounds: usize) {
-    for _ in 0..rounds {
-        let now = Instant::now();
-        for c in clients.iter_mut() {
-            c.rtc.handle_input(Input::Timeout(now)).unwrap();
-            c.drain();
-            for d in std::mem::take(&mut c.out) {
-                core.handle_datagram(c.addr, &d, now);
-            }
-        }
-        core.handle_timeout(now);
-        core.flush(now);
-        while let Some((dest, d)) = core.sink_mut().queue.pop_front() {
-            if let Some(c) = clients.iter_mut().find(|c| c.addr == dest) {
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: engine_addr,
-                        destination: c.addr,
-                        contents: d.as_slice().try_into().unwrap(),
-                    },
-                );
-                c.rtc.handle_input(input).unwrap();
-                c.drain();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
+impl Outbox for MemSink {
+    fn take_sent(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.queue)
     }
 }
 
@@ -105,11 +52,8 @@ fn thread_cpu() -> Duration {
 }
 
 /// One shard of the benchmark: a core and the clients whose peers it holds (the
-/// publisher's client first on shard 0).
-struct Shard {
-    core: Core<MemSink>,
-    clients: Vec<Client>,
-}
+/// publisher's client first on shard 0), joined by the engine's test network.
+type Shard = MemNet<MemSink>;
 
 /// What one run measured.
 struct Measured {
@@ -128,32 +72,26 @@ fn run(subscribers: usize, shards: usize, packets: usize, batch: usize) -> Measu
     let fabric = Arc::new(Fabric::new((0..shards).map(|_| Inbox::new(None)).collect()));
     let mut set: Vec<Shard> = (0..shards)
         .map(|id| {
-            let sink = MemSink { queue: VecDeque::new(), measuring: false, sent: 0, bytes: 0 };
+            let sink = MemSink { queue: Vec::new(), measuring: false, sent: 0, bytes: 0 };
             let mut core = Core::new(sink, engine_addr);
             // BWE=1: subscribers estimate bandwidth (TWCC) and str0m paces them.
             core.set_bandwidth_estimation(std::env::var("BWE").is_ok_and(|v| v == "1"));
             if shards > 1 {
                 core.set_shard(ShardLink { id, fabric: fabric.clone() });
             }
-            Shard { core, clients: Vec::new() }
+            MemNet::new(core, engine_addr)
         })
         .collect();
 
     // Publisher: one VP8 video m-line.
-    let mut publisher = Client::new("10.0.1.1:5000".parse().unwrap(), now);
-    let core = &mut set[0].core;
-    core.add_peer("pub", Role::Publisher, now).unwrap();
-    let mut api = publisher.rtc.sdp_api();
+    let first = &mut set[0];
+    let publisher = first.add_client("10.0.1.1:5000".parse().unwrap(), now);
+    first.core.add_peer("pub", Role::Publisher, now).unwrap();
+    let mut api = first.clients[publisher].rtc.sdp_api();
     let mid: Mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("cid".into()), None);
-    let (offer, pending) = api.apply().unwrap();
-    let answer = core.accept_offer("pub", &offer.to_sdp_string(), now).unwrap();
-    publisher
-        .rtc
-        .sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
-        .unwrap();
-    core.publish_track("pub", &mid.to_string(), "TR_v", now).unwrap();
-    set[0].clients.push(publisher);
+    let offer = api.apply().unwrap();
+    first.client_offer("pub", publisher, offer, now).unwrap();
+    first.core.publish_track("pub", &mid.to_string(), "TR_v", now).unwrap();
     for id in 1..shards {
         let export = set[0].core.follow_track("TR_v", id).unwrap();
         set[id].core.mirror_track(export, now);
@@ -161,42 +99,32 @@ fn run(subscribers: usize, shards: usize, packets: usize, batch: usize) -> Measu
 
     for i in 1..=subscribers {
         let shard = &mut set[i % shards];
-        let mut client = Client::new(format!("10.0.{}.{}:5000", 2 + i / 250, 1 + i % 250).parse().unwrap(), now);
+        let client = shard.add_client(format!("10.0.{}.{}:5000", 2 + i / 250, 1 + i % 250).parse().unwrap(), now);
         let id = format!("sub{i}");
         shard.core.add_peer(&id, Role::Subscriber, now).unwrap();
         shard.core.subscribe(&id, "TR_v", "PA_p|TR_v", now).unwrap();
-        let offer = shard.core.create_offer(&id, now).unwrap();
-        let answer = client
-            .rtc
-            .sdp_api()
-            .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
-            .unwrap();
-        shard.core.accept_answer(&id, &answer.to_sdp_string(), now).unwrap();
-        shard.clients.push(client);
+        shard.server_offer(&id, client, now).unwrap();
     }
-    let mut connected = 0;
+    let connected = |set: &[Shard]| set.iter().map(|s| s.connected()).sum::<usize>();
     for _ in 0..3000 {
+        let now = Instant::now();
         for shard in set.iter_mut() {
-            pump(&mut shard.core, &mut shard.clients, engine_addr, 1);
-            connected += shard
-                .core
-                .events
-                .drain(..)
-                .filter(|e| matches!(e, MediaEvent::PeerConnected { .. }))
-                .count();
+            shard.step(now);
+            // The mirrors on other shards need no relayed set-up traffic.
             shard.core.outbox.clear();
         }
-        if connected == subscribers + 1 {
+        if connected(&set) == subscribers + 1 {
             break;
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(connected, subscribers + 1, "all peers connect");
+    assert_eq!(connected(&set), subscribers + 1, "all peers connect");
     for id in 0..shards {
         fabric.inbox(id).take();
     }
 
     // Pre-encrypt the publisher's packets: keyframe first, then deltas.
-    let pubc = &mut set[0].clients[0];
+    let pubc = &mut set[0].clients[publisher];
     let pt = pubc
         .rtc
         .codec_config()
@@ -220,11 +148,14 @@ fn run(subscribers: usize, shards: usize, packets: usize, batch: usize) -> Measu
                 .nackable(true),
         );
         pubc.rtc.handle_input(Input::Timeout(t)).unwrap();
-        pubc.drain();
-        for d in pubc.out.drain(..) {
-            // Keep only SRTP (RTP version 2, not RTCP payload types 200..=207).
-            if d.len() > 500 && d[0] >> 6 == 2 {
-                datagrams.push(d);
+        while let Ok(out) = pubc.rtc.poll_output() {
+            match out {
+                Output::Timeout(_) => break,
+                // Keep only SRTP (RTP version 2, not RTCP payload types 200..=207).
+                Output::Transmit(d) if d.contents.len() > 500 && d.contents[0] >> 6 == 2 => {
+                    datagrams.push(d.contents.to_vec());
+                }
+                _ => {}
             }
         }
     }

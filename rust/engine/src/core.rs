@@ -1832,84 +1832,46 @@ mod ice_grace_tests {
     //! A subscriber peer against an in-memory str0m client on virtual time: the
     //! client goes silent long enough for ICE to report Disconnected.
     use super::*;
-    use crate::fuzz::VecSink;
-    use str0m::Output;
+    use crate::testkit::{MemNet, VecSink};
 
-    const SERVER: &str = "10.0.0.1:7882";
-    const CLIENT: &str = "10.0.0.2:5000";
     const STEP: Duration = Duration::from_millis(50);
 
     struct World {
-        core: Core<VecSink>,
-        client: Rtc,
+        net: MemNet<VecSink>,
         now: Instant,
-        closed: Option<String>,
     }
 
     impl World {
         fn new() -> Self {
             let now = Instant::now();
-            let mut core = Core::new(VecSink::default(), SERVER.parse().unwrap());
-            let mut client = Rtc::builder()
-                .set_rtp_mode(true)
-                .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-                .build(now);
-            client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
-            core.add_peer("sub", Role::Subscriber, now).unwrap();
-            let offer = core.create_offer("sub", now).unwrap();
-            let answer = client
-                .sdp_api()
-                .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
-                .unwrap();
-            core.accept_answer("sub", &answer.to_sdp_string(), now).unwrap();
-            Self { core, client, now, closed: None }
+            let server = "10.0.0.1:7882".parse().unwrap();
+            let mut net = MemNet::new(Core::new(VecSink::default(), server), server);
+            let client = net.add_client("10.0.0.2:5000".parse().unwrap(), now);
+            net.core.add_peer("sub", Role::Subscriber, now).unwrap();
+            net.server_offer("sub", client, now).unwrap();
+            Self { net, now }
         }
 
         /// Advance virtual time by `dur`; datagrams cross only while `online`.
         fn run(&mut self, dur: Duration, online: bool) {
+            self.net.offline = !online;
             let end = self.now + dur;
             while self.now < end {
                 self.now += STEP;
-                let now = self.now;
-                self.client.handle_input(Input::Timeout(now)).unwrap();
-                while let Ok(out) = self.client.poll_output() {
-                    match out {
-                        Output::Transmit(t) if online => {
-                            self.core.handle_datagram(CLIENT.parse().unwrap(), &t.contents, now)
-                        }
-                        Output::Timeout(_) => break,
-                        _ => {}
-                    }
-                }
-                self.core.handle_timeout(now);
-                for (_, d) in std::mem::take(&mut self.core.sink_mut().0) {
-                    if online {
-                        let input = Input::Receive(
-                            now,
-                            Receive {
-                                proto: Protocol::Udp,
-                                source: SERVER.parse().unwrap(),
-                                destination: CLIENT.parse().unwrap(),
-                                contents: d.as_slice().try_into().unwrap(),
-                            },
-                        );
-                        self.client.handle_input(input).unwrap();
-                    }
-                }
-                for e in self.core.events.drain(..) {
-                    if let MediaEvent::PeerClosed { reason, .. } = e {
-                        self.closed.get_or_insert(reason);
-                    }
-                }
+                self.net.step(self.now);
             }
         }
 
+        fn closed(&self) -> Option<String> {
+            self.net.closed().into_iter().next().map(|(_, reason)| reason)
+        }
+
         fn ice_lost(&self) -> Option<Instant> {
-            self.core.peers.values().next().and_then(|p| p.ice_lost_at)
+            self.net.core.peers.values().next().and_then(|p| p.ice_lost_at)
         }
 
         fn connected(&self) -> bool {
-            self.core.peers.values().next().is_some_and(|p| p.connected)
+            self.net.core.peers.values().next().is_some_and(|p| p.connected)
         }
 
         /// Go silent until the server's ICE reports Disconnected; when it did.
@@ -1930,11 +1892,11 @@ mod ice_grace_tests {
         w.run(Duration::from_secs(2), true);
         assert!(w.connected());
         w.silence_until_ice_lost();
-        assert_eq!(w.closed, None, "Disconnected alone must not close the peer");
+        assert_eq!(w.closed(), None, "Disconnected alone must not close the peer");
         w.run(Duration::from_secs(5), true);
         assert_eq!(w.ice_lost(), None, "ICE recovers once checks arrive again");
         w.run(ICE_DISCONNECTED_GRACE * 2, true);
-        assert_eq!(w.closed, None);
+        assert_eq!(w.closed(), None);
     }
 
     #[test]
@@ -1943,9 +1905,9 @@ mod ice_grace_tests {
         w.run(Duration::from_secs(2), true);
         let lost = w.silence_until_ice_lost();
         w.run(ICE_DISCONNECTED_GRACE - Duration::from_secs(1), false);
-        assert_eq!(w.closed, None);
+        assert_eq!(w.closed(), None);
         w.run(Duration::from_secs(2), false);
-        assert_eq!(w.closed.as_deref(), Some("ice disconnected"));
+        assert_eq!(w.closed().as_deref(), Some("ice disconnected"));
         assert!(w.now >= lost + ICE_DISCONNECTED_GRACE);
     }
 }
@@ -1954,7 +1916,7 @@ mod ice_grace_tests {
 mod feedback_tests {
     //! The engine-wide feedback and loss counters grow by each stream's difference.
     use super::*;
-    use crate::fuzz::VecSink;
+    use crate::testkit::VecSink;
 
     #[test]
     fn counters_add_differences_and_survive_the_stream() {

@@ -63,6 +63,7 @@ mod runloop;
 pub mod sdp;
 pub mod shard;
 mod socket_buffers;
+pub mod testkit;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};

@@ -1,22 +1,16 @@
 //! `Core::subscribe_on_mid` (`/rtc/v1`, one PeerConnection): a track forwarded on an
 //! m-line the client offered recvonly, on the same peer that publishes.
-use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
+use str0m::Rtc;
 
 use crate::core::Core;
-use crate::fuzz::VecSink;
 use crate::peer::Role;
+use crate::testkit::{client_rtc, VecSink};
 
 fn client(now: Instant) -> Rtc {
-    let mut rtc = Rtc::builder()
-        .set_rtp_mode(true)
-        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-        .build(now);
-    rtc.add_local_candidate(Candidate::host("10.0.1.1:5000".parse().unwrap(), "udp").unwrap());
-    rtc
+    client_rtc("10.0.1.1:5000".parse().unwrap(), now)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 
 struct Client {
     rtc: Rtc,
@@ -24,11 +24,7 @@ impl Client {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let rtc = pysfu_engine::testkit::client_rtc(addr, Instant::now());
         Self { rtc, sock, addr, events: Vec::new() }
     }
 

@@ -50,8 +50,9 @@ fn rtc_err(e: impl std::fmt::Display) -> EngineError {
 impl ClientPeer {
     pub fn new(socket: UdpSocket, crypto: Arc<CryptoProvider>, now: Instant) -> Result<Self> {
         let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
+        // The engine's test world's client (RTP mode, one shared certificate: a key
+        // pair per peer would make a burst of joins wait on key generation).
+        let mut rtc = pysfu_engine::testkit::client_config()
             .set_crypto_provider(crypto)
             .clear_codecs()
             .enable_opus(true, false)

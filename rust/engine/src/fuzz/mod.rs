@@ -28,7 +28,7 @@ mod shards;
 mod tcp;
 
 pub use reader::Reader;
-pub use session::{sha1_hmac, VecSink};
+pub use session::sha1_hmac;
 
 /// A fuzz target: raw bytes in, a panic on a finding.
 pub type Target = fn(&[u8]);

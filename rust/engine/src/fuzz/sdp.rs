@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
-use str0m::Rtc;
 
 use super::reader::{Reader, Writer};
 use super::session::NullSink;
@@ -80,7 +79,7 @@ fn check_helpers(text: &str) {
 
 /// A publisher offer as a LiveKit client sends it: audio, simulcast video, data.
 pub fn client_offer() -> String {
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    let mut rtc = crate::testkit::client_config().build(Instant::now());
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Audio, Direction::SendOnly, Some("PA_s".into()), Some("TR_audio".into()), None);
     let mut sim = Simulcast::new();
@@ -131,7 +130,7 @@ pub fn run(data: &[u8]) {
                 String::from_utf8_lossy(r.rest()).into_owned()
             } else {
                 // The answer a client makes, munged.
-                let mut client = Rtc::builder().set_rtp_mode(true).build(*now);
+                let mut client = crate::testkit::client_config().build(*now);
                 let offer = SdpOffer::from_sdp_string(&offer).expect("engine offer parses");
                 let ans = client.sdp_api().accept_offer(offer).expect("client accepts engine offer");
                 munge(&ans.to_sdp_string(), &mut r)

@@ -29,24 +29,8 @@ use super::reader::{Reader, Writer};
 use crate::core::Core;
 use crate::error::EngineError;
 use crate::keyframe::CodecKind;
-use crate::peer::{Role, Sink};
-
-/// Drops everything.
-pub struct NullSink;
-
-impl Sink for NullSink {
-    fn send(&mut self, _dest: SocketAddr, _data: &[u8]) {}
-}
-
-/// Keeps everything sent, for the router check.
-#[derive(Default)]
-pub struct VecSink(pub Vec<(SocketAddr, Vec<u8>)>);
-
-impl Sink for VecSink {
-    fn send(&mut self, dest: SocketAddr, data: &[u8]) {
-        self.0.push((dest, data.to_vec()));
-    }
-}
+use crate::peer::Role;
+pub(super) use crate::testkit::{NullSink, VecSink};
 
 /// HMAC-SHA1 through str0m's crypto provider (STUN integrity, SRTCP tags).
 pub fn sha1_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
@@ -62,19 +46,9 @@ pub(super) const TRACKS: [&str; 4] = ["T0", "T1", "T2", "T3"];
 const PUB_SSRCS: [u32; 6] = [0x1111_0001, 0x1111_0002, 0x1111_0003, 0x2222_0001, 0x2222_0002, 0x3333_0001];
 const RIDS: [Option<&str>; 5] = [None, Some("q"), Some("h"), Some("f"), Some("x")];
 
-thread_local! {
-    /// One certificate for every client `Rtc`: generating one costs a key pair.
-    static CLIENT_CERT: Option<str0m::crypto::dtls::DtlsCert> =
-        str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
-}
-
 /// A client in RTP mode (it only negotiates; it never connects).
 pub(super) fn client(now: Instant) -> Rtc {
-    let mut b = Rtc::builder().set_rtp_mode(true);
-    if let Some(cert) = CLIENT_CERT.with(Clone::clone) {
-        b = b.set_dtls_cert(cert);
-    }
-    b.build(now)
+    crate::testkit::client_config().build(now)
 }
 
 /// SRTP master keys and salts, both directions (the layout DTLS exports).
