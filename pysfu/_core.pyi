@@ -269,8 +269,10 @@ class MediaEngine:
         """Counters: packets_in/out, bytes_in/out, rtp_in, rtp_forwarded, rtp_dropped,
         keyframe_requests, nacks_in/out, plis_in/out, firs_in/out (RTCP feedback from
         subscribers / to publishers), audio_resent (audio packets sent again for a
-        subscriber's NACK), packets_lost_in/out (media lost from publishers,
-        estimated / to subscribers, as reported), unroutable, bad_datagrams,
+        subscriber's NACK), rtp_red_recovered (audio packets lost from a publisher and
+        recovered from RED's redundancy for subscribers without RED),
+        packets_lost_in/out (media lost from publishers, estimated / to subscribers,
+        as reported), unroutable, bad_datagrams,
         send_errors, events_dropped;
         gauges: peers, tracks, addresses.
 

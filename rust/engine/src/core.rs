@@ -10,7 +10,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::config::CryptoProvider;
 use str0m::crypto::dtls::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::bwe::{Bitrate, BweKind};
@@ -29,7 +29,7 @@ use crate::router::allocator::allocate;
 use crate::router::audio::{LevelMeter, LEVEL_INTERVAL};
 use crate::router::audio_history::SentAudio;
 use crate::router::forwarder::{Decision, Packet};
-use crate::router::red::Primary;
+use crate::router::red::{self, Primary};
 use crate::router::temporal;
 use crate::router::{DownTrack, Router, Track, TrackKey};
 use crate::sdp;
@@ -775,6 +775,7 @@ impl<S: Sink> Core<S> {
             origin: None,
             followers: Vec::new(),
             relay_id: track_id.into(),
+            red_received: Default::default(),
         };
         // Layers that already carried media before the binding.
         for (ssrc, rid) in seen {
@@ -848,6 +849,7 @@ impl<S: Sink> Core<S> {
             origin: Some(export.home),
             followers: Vec::new(),
             relay_id: export.id.as_str().into(),
+            red_received: Default::default(),
         };
         for (rid, ssrc) in export.layers {
             track.saw_layer(rid, ssrc, 0, None, now);
@@ -1088,6 +1090,7 @@ impl<S: Sink> Core<S> {
             ("nacks_in", c.nacks_in),
             ("nacks_out", c.nacks_out),
             ("audio_resent", c.audio_resent),
+            ("rtp_red_recovered", c.rtp_red_recovered),
             ("plis_in", c.plis_in),
             ("plis_out", c.plis_out),
             ("firs_in", c.firs_in),
@@ -1658,18 +1661,20 @@ impl<S: Sink> Core<S> {
     /// Forward one packet of track `tk` to its subscribers on this shard, and relay
     /// it to the shards that follow it (home tracks).
     fn fan_out(&mut self, tk: TrackKey, pkt: &Incoming, now: Instant) {
-        let Core { router, peers, counters, dirty, dirty_since, outbox, .. } = self;
+        let Core { router, counters, outbox, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
-        let pt = pkt.pt;
-        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
+        let codec = track.codec_of(pkt.pt).unwrap_or(CodecKind::Other);
         let temporal = if codec == CodecKind::Vp8 { temporal::parse(&pkt.payload) } else { None };
         track.saw_layer(pkt.rid, pkt.ssrc, pkt.payload.len(), temporal, now);
         if let Some(meter) = track.level.as_mut() {
             meter.observe(pkt.ext.audio_level, pkt.ts);
         }
+        // Before the mute check: a packet that arrived while muted is no loss.
+        let missing = if codec == CodecKind::Red { track.red_received.note(pkt.seq) } else { 0 };
         if track.muted {
             return;
         }
+        // Followers get the packet as it came; their mirrors recover for themselves.
         for &f in &track.followers {
             let relayed = Relayed { track: track.relay_id.clone(), packet: pkt.clone() };
             outbox.push((f, CrossMsg::Rtp(relayed)));
@@ -1678,6 +1683,38 @@ impl<S: Sink> Core<S> {
         if track.downs.is_empty() {
             return;
         }
+        // Lost on the way in: subscribers without RED get it back from this
+        // packet's redundancy, before its primary (`router::red`); once given back
+        // it counts as arrived, so the next packet's copy of it is not sent again.
+        let recovered = red::recover(&pkt.payload, missing);
+        for r in &recovered {
+            track.red_received.note(pkt.seq - r.back);
+        }
+        for r in recovered {
+            let recovered = Incoming {
+                pt: r.pt.into(),
+                seq: pkt.seq - r.back,
+                ts: pkt.ts.wrapping_sub(r.timestamp_offset),
+                marker: false,
+                ext: ExtensionValues::default(),
+                payload: r.payload,
+                ..pkt.clone()
+            };
+            self.send_down(tk, &recovered, Some(pkt.pt), now);
+            self.counters.rtp_red_recovered += 1;
+        }
+        self.send_down(tk, pkt, None, now);
+    }
+
+    /// Forward one packet of track `tk` to its down tracks on this shard; with
+    /// `red_pt`, only to those that get that RED payload type's primary alone
+    /// (a packet recovered from RED's redundancy).
+    fn send_down(&mut self, tk: TrackKey, pkt: &Incoming, red_pt: Option<Pt>, now: Instant) {
+        let Core { router, peers, counters, dirty, dirty_since, .. } = self;
+        let Some(track) = router.tracks.get_mut(&tk) else { return };
+        let pt = pkt.pt;
+        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
+        let temporal = if codec == CodecKind::Vp8 { temporal::parse(&pkt.payload) } else { None };
         let (ssrc, rid) = (pkt.ssrc, pkt.rid);
         let video = track.kind == MediaKind::Video;
         let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);
@@ -1736,14 +1773,12 @@ impl<S: Sink> Core<S> {
                 }
             };
             let mid = d.mid.expect("checked above");
-            let out_pt = match d.pt_map.iter().find(|(i, _)| *i == pt) {
-                Some((_, o)) => *o,
-                None => {
-                    let o = map_pt(&sub.rtc, mid, codec);
-                    d.pt_map.push((pt, o));
-                    o
+            if let Some(red_pt) = red_pt {
+                if !d.red_primary_only(red_pt, &sub.rtc, mid) {
+                    continue;
                 }
-            };
+            }
+            let out_pt = d.map_pt(pt, codec, &sub.rtc, mid);
             let Some((out_pt, red_primary_only)) = out_pt else {
                 counters.rtp_dropped += 1;
                 continue;
@@ -1825,6 +1860,24 @@ fn map_pt(sub: &Rtc, mid: Mid, codec: CodecKind) -> Option<(str0m::media::Pt, bo
         return Some(opus.red().map_or((opus.pt(), true), |red| (red, false)));
     }
     params.find(|p| CodecKind::from_codec(p.spec().codec) == codec).map(|p| (p.pt(), false))
+}
+
+impl DownTrack {
+    /// The outgoing payload type for incoming `pt` (learnt once per pt), and
+    /// whether only the RED primary goes out (`map_pt`).
+    fn map_pt(&mut self, pt: Pt, codec: CodecKind, sub: &Rtc, mid: Mid) -> Option<(Pt, bool)> {
+        if let Some((_, o)) = self.pt_map.iter().find(|(i, _)| *i == pt) {
+            return *o;
+        }
+        let o = map_pt(sub, mid, codec);
+        self.pt_map.push((pt, o));
+        o
+    }
+
+    /// Whether this subscriber gets RED payload type `red_pt` as its primary alone.
+    fn red_primary_only(&mut self, red_pt: Pt, sub: &Rtc, mid: Mid) -> bool {
+        self.map_pt(red_pt, CodecKind::Red, sub, mid).is_some_and(|(_, primary_only)| primary_only)
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub mod link_stats;
 pub mod peer;
 pub mod pump;
 #[cfg(test)]
+mod red_tests;
+#[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
 mod single_pc_tests;
@@ -106,6 +108,9 @@ pub struct Counters {
     pub nacks_out: u64,
     /// Audio packets sent again because a subscriber NACKed them.
     pub audio_resent: u64,
+    /// Audio packets lost from a publisher and given back to subscribers without
+    /// RED from a later packet's redundancy (one per packet, not per subscriber).
+    pub rtp_red_recovered: u64,
     pub plis_in: u64,
     pub plis_out: u64,
     pub firs_in: u64,

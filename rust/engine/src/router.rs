@@ -88,6 +88,8 @@ pub struct Track {
     pub followers: Vec<ShardId>,
     /// `id`, shared by the messages that name the track across shards.
     pub relay_id: Arc<str>,
+    /// RED audio: which packets arrived, for recovering lost ones (`red`).
+    pub red_received: red::Received,
 }
 
 /// Forwarding state of one track towards one subscriber peer.
@@ -328,6 +330,7 @@ mod tests {
             origin: None,
             followers: Vec::new(),
             relay_id: "TR".into(),
+            red_received: Default::default(),
         }
     }
 

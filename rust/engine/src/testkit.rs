@@ -85,11 +85,20 @@ pub struct MemClient {
     pub addr: SocketAddr,
     /// RTP packets received.
     pub rtp_received: usize,
+    /// What they were: (sequence number, RTP timestamp, payload).
+    pub rtp: Vec<(u64, u32, Arc<[u8]>)>,
 }
 
 impl MemClient {
     pub fn new(addr: SocketAddr, now: Instant) -> Self {
-        Self { rtc: client_rtc(addr, now), addr, rtp_received: 0 }
+        Self::with_config(client_config(), addr, now)
+    }
+
+    /// A client built from `config` (say, `client_config()` with other codecs).
+    pub fn with_config(config: RtcConfig, addr: SocketAddr, now: Instant) -> Self {
+        let mut rtc = config.build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
+        Self { rtc, addr, rtp_received: 0, rtp: Vec::new() }
     }
 
     /// The client's network changed: only `addr` works from now on.
@@ -120,7 +129,10 @@ impl MemClient {
                     out.push((t.source, t.contents.to_vec()));
                 }
                 Ok(Output::Transmit(_)) => {}
-                Ok(Output::Event(Event::RtpPacket(_))) => self.rtp_received += 1,
+                Ok(Output::Event(Event::RtpPacket(p))) => {
+                    self.rtp_received += 1;
+                    self.rtp.push((*p.seq_no, p.header.timestamp, p.payload));
+                }
                 Ok(Output::Event(_)) => {}
                 Err(e) => panic!("client poll_output: {e}"),
             }
@@ -159,7 +171,12 @@ impl<S: Outbox> MemNet<S> {
 
     /// Add a client at `addr`; its index in `clients`.
     pub fn add_client(&mut self, addr: SocketAddr, now: Instant) -> usize {
-        self.clients.push(MemClient::new(addr, now));
+        self.add_client_with(client_config(), addr, now)
+    }
+
+    /// Add a client built from `config` at `addr`; its index in `clients`.
+    pub fn add_client_with(&mut self, config: RtcConfig, addr: SocketAddr, now: Instant) -> usize {
+        self.clients.push(MemClient::with_config(config, addr, now));
         self.clients.len() - 1
     }
 

@@ -161,8 +161,10 @@ impl World {
         }
         core.add_peer("pub", Role::Publisher, now).expect("fresh id");
 
-        // The publisher: audio, simulcast video, plain video, as a LiveKit client.
-        let mut client = client(now);
+        // The publisher: audio (Opus with RED, as browsers offer it), simulcast
+        // video, plain video, as a LiveKit client. The subscribers take no RED, so
+        // RED packets reach them as their primary, with lost ones recovered.
+        let mut client = crate::testkit::client_config().enable_opus(true, true).build(now);
         let mut api = client.sdp_api();
         let mut mids = vec![api.add_media(MediaKind::Audio, Direction::SendOnly, Some("PA".into()), Some("TA".into()), None)];
         let mut sim = Simulcast::new();
@@ -176,11 +178,15 @@ impl World {
         core.accept_offer("pub", &offer.to_sdp_string(), now).expect("engine accepts a str0m offer");
         let rtc = core._rtc_mut("pub").expect("added above");
         let exts = rtc._exts().clone();
+        // Each negotiated payload type, and RED's, which str0m folds onto Opus.
         let pts = rtc
             .codec_config()
             .params()
             .iter()
-            .map(|p| (*p.pt(), CodecKind::from_codec(p.spec().codec)))
+            .flat_map(|p| {
+                let red = p.red().map(|red| (*red, CodecKind::Red));
+                std::iter::once((*p.pt(), CodecKind::from_codec(p.spec().codec))).chain(red)
+            })
             .collect();
         let mut w = Self {
             core,
@@ -255,7 +261,7 @@ impl World {
             .pts
             .iter()
             .copied()
-            .filter(|(_, c)| (*c == CodecKind::Opus) == (mid_i == 0))
+            .filter(|(_, c)| matches!(c, CodecKind::Opus | CodecKind::Red) == (mid_i == 0))
             .collect();
         let (pt, codec) = match r.u8() {
             0..=199 if !fitting.is_empty() => fitting[r.below(fitting.len())],
@@ -282,6 +288,19 @@ impl World {
             CodecKind::H264 => vec![if key { 0x65 } else { 0x41 }],
             CodecKind::Vp9 => vec![if key { 0x08 } else { 0x48 }],
             CodecKind::Av1 => vec![if key { 0x18 } else { 0x10 }],
+            CodecKind::Red => {
+                // Up to two earlier frames, as the encoders send them (the tag
+                // below ends the primary).
+                use str0m::rtp::{RedEncoder, RedundantBlock};
+                let opus = self.pts.iter().find(|(_, c)| *c == CodecKind::Opus).map_or(111, |(pt, _)| *pt);
+                let blocks: Vec<_> = (1..=r.below(3) as u32)
+                    .rev()
+                    .map(|back| RedundantBlock { pt: opus, timestamp_offset: 960 * back, payload: vec![back as u8; 3] })
+                    .collect();
+                let mut red = RedEncoder::encode(opus, &[0xfc], &blocks);
+                red.truncate(red.len() - 1);
+                red
+            }
             _ => Vec::new(),
         };
         if r.u8() > 200 {
@@ -735,9 +754,28 @@ fn rtp_op(w: &mut Writer, ops: &[Op], mid: u8, ssrc_i: u8, pt_sel: u8, key: bool
     w.u8(0).u8(0).u8(0).u8(1).u8(100).u8(1).u8(0);
 }
 
+/// An audio packet on RED (the second audio payload type, after Opus) carrying
+/// two earlier frames, `seq_delta` after the stream's last.
+fn red_op(w: &mut Writer, ops: &[Op], seq_delta: u8) {
+    w.u8(op_byte(ops, Op::Rtp)).u8(0).u8(0);
+    w.u8(0).u8(0).u8(0).u8(1);
+    w.u16(100).u32(1000).u16(10).u8(seq_delta).u16(960).u8(1).u8(1);
+    // Two redundant blocks, no raw payload, no extensions, marker.
+    w.u8(2).u8(0).u8(0).u8(1);
+}
+
 pub fn seeds_router() -> Vec<(String, Vec<u8>)> {
     let ops = ROUTER_OPS;
     let mut out = Vec::new();
+    // RED audio to a subscriber without RED, two packets lost on the way in.
+    let mut w = Writer::default();
+    w.u8(op_byte(ops, Op::Publish)).u8(0).u8(0);
+    w.u8(op_byte(ops, Op::Subscribe)).u8(0).u8(0);
+    w.u8(op_byte(ops, Op::Negotiate)).u8(0);
+    for delta in [1, 1, 3, 1, 2, 1] {
+        red_op(&mut w, ops, delta);
+    }
+    out.push(("red_loss".to_string(), w.0));
     for (name, mid) in [("audio", 0u8), ("video", 2u8)] {
         let mut w = Writer::default();
         // publish T0 on the mid, sub0 subscribes, negotiate, packets, mute, packets,
