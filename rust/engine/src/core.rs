@@ -1686,14 +1686,19 @@ impl<S: Sink> Core<S> {
         // Lost on the way in: subscribers without RED get it back from this
         // packet's redundancy, before its primary (`router::red`); once given back
         // it counts as arrived, so the next packet's copy of it is not sent again.
-        let recovered = red::recover(&pkt.payload, missing);
-        for r in &recovered {
-            track.red_received.note(pkt.seq - r.back);
+        // (`Received` names no packet before the first, so `back` never reaches
+        // below it; remote numbers are still not trusted with a subtraction.)
+        let recovered: Vec<_> = red::recover(&pkt.payload, missing)
+            .into_iter()
+            .filter_map(|r| Some((pkt.seq.checked_sub(r.back)?, r)))
+            .collect();
+        for (seq, _) in &recovered {
+            track.red_received.note(*seq);
         }
-        for r in recovered {
+        for (seq, r) in recovered {
             let recovered = Incoming {
                 pt: r.pt.into(),
-                seq: pkt.seq - r.back,
+                seq,
                 ts: pkt.ts.wrapping_sub(r.timestamp_offset),
                 marker: false,
                 ext: ExtensionValues::default(),
