@@ -1688,38 +1688,46 @@ impl<S: Sink> Core<S> {
         // it counts as arrived, so the next packet's copy of it is not sent again.
         // (`Received` names no packet before the first, so `back` never reaches
         // below it; remote numbers are still not trusted with a subtraction.)
-        let recovered: Vec<_> = red::recover(&pkt.payload, missing)
+        let recovered: Vec<(Incoming, CodecKind)> = red::recover(&pkt.payload, missing)
             .into_iter()
-            .filter_map(|r| Some((pkt.seq.checked_sub(r.back)?, r)))
+            .filter_map(|r| {
+                let seq = pkt.seq.checked_sub(r.back)?;
+                track.red_received.note(seq);
+                let pt = r.pt.into();
+                let packet = Incoming {
+                    pt,
+                    seq,
+                    ts: pkt.ts.wrapping_sub(r.timestamp_offset),
+                    marker: false,
+                    ext: ExtensionValues::default(),
+                    payload: r.payload,
+                    ..pkt.clone()
+                };
+                Some((packet, track.codec_of(pt).unwrap_or(CodecKind::Other)))
+            })
             .collect();
-        for (seq, _) in &recovered {
-            track.red_received.note(*seq);
-        }
-        for (seq, r) in recovered {
-            let recovered = Incoming {
-                pt: r.pt.into(),
-                seq,
-                ts: pkt.ts.wrapping_sub(r.timestamp_offset),
-                marker: false,
-                ext: ExtensionValues::default(),
-                payload: r.payload,
-                ..pkt.clone()
-            };
-            self.send_down(tk, &recovered, Some(pkt.pt), now);
+        for (packet, codec) in recovered {
+            self.send_down(tk, &packet, (codec, None), Some(pkt.pt), now);
             self.counters.rtp_red_recovered += 1;
         }
-        self.send_down(tk, pkt, None, now);
+        self.send_down(tk, pkt, (codec, temporal), None, now);
     }
 
-    /// Forward one packet of track `tk` to its down tracks on this shard; with
-    /// `red_pt`, only to those that get that RED payload type's primary alone
-    /// (a packet recovered from RED's redundancy).
-    fn send_down(&mut self, tk: TrackKey, pkt: &Incoming, red_pt: Option<Pt>, now: Instant) {
+    /// Forward one packet of track `tk` (its codec and VP8 temporal fields, as
+    /// `fan_out` read them) to its down tracks on this shard; with `red_pt`, only
+    /// to those that get that RED payload type's primary alone (a packet recovered
+    /// from RED's redundancy).
+    fn send_down(
+        &mut self,
+        tk: TrackKey,
+        pkt: &Incoming,
+        (codec, temporal): (CodecKind, Option<temporal::Temporal>),
+        red_pt: Option<Pt>,
+        now: Instant,
+    ) {
         let Core { router, peers, counters, dirty, dirty_since, .. } = self;
         let Some(track) = router.tracks.get_mut(&tk) else { return };
         let pt = pkt.pt;
-        let codec = track.codec_of(pt).unwrap_or(CodecKind::Other);
-        let temporal = if codec == CodecKind::Vp8 { temporal::parse(&pkt.payload) } else { None };
         let (ssrc, rid) = (pkt.ssrc, pkt.rid);
         let video = track.kind == MediaKind::Video;
         let keyframe = video && codec.needs_keyframe() && is_keyframe_start(codec, &pkt.payload);

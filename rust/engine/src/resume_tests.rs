@@ -98,9 +98,9 @@ impl World {
 
     /// Audio packets the subscriber receives over `dur` of sending.
     fn delivered_over(&mut self, dur: Duration) -> usize {
-        let before = self.subscriber().rtp_received;
+        let before = self.subscriber().rtp.len();
         self.run(dur, true);
-        self.subscriber().rtp_received - before
+        self.subscriber().rtp.len() - before
     }
 }
 

@@ -43,7 +43,12 @@ pub fn client_config() -> RtcConfig {
 
 /// A client PeerConnection with one UDP host candidate at `addr`.
 pub fn client_rtc(addr: SocketAddr, now: Instant) -> Rtc {
-    let mut rtc = client_config().build(now);
+    client_rtc_with(client_config(), addr, now)
+}
+
+/// `client_rtc` built from `config` (say, `client_config()` with other codecs).
+pub fn client_rtc_with(config: RtcConfig, addr: SocketAddr, now: Instant) -> Rtc {
+    let mut rtc = config.build(now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
     rtc
 }
@@ -83,9 +88,7 @@ impl Outbox for VecSink {
 pub struct MemClient {
     pub rtc: Rtc,
     pub addr: SocketAddr,
-    /// RTP packets received.
-    pub rtp_received: usize,
-    /// What they were: (sequence number, RTP timestamp, payload).
+    /// RTP packets received: (sequence number, RTP timestamp, payload).
     pub rtp: Vec<(u64, u32, Arc<[u8]>)>,
 }
 
@@ -96,9 +99,7 @@ impl MemClient {
 
     /// A client built from `config` (say, `client_config()` with other codecs).
     pub fn with_config(config: RtcConfig, addr: SocketAddr, now: Instant) -> Self {
-        let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
-        Self { rtc, addr, rtp_received: 0, rtp: Vec::new() }
+        Self { rtc: client_rtc_with(config, addr, now), addr, rtp: Vec::new() }
     }
 
     /// The client's network changed: only `addr` works from now on.
@@ -129,10 +130,7 @@ impl MemClient {
                     out.push((t.source, t.contents.to_vec()));
                 }
                 Ok(Output::Transmit(_)) => {}
-                Ok(Output::Event(Event::RtpPacket(p))) => {
-                    self.rtp_received += 1;
-                    self.rtp.push((*p.seq_no, p.header.timestamp, p.payload));
-                }
+                Ok(Output::Event(Event::RtpPacket(p))) => self.rtp.push((*p.seq_no, p.header.timestamp, p.payload)),
                 Ok(Output::Event(_)) => {}
                 Err(e) => panic!("client poll_output: {e}"),
             }

@@ -289,17 +289,15 @@ impl World {
             CodecKind::Vp9 => vec![if key { 0x08 } else { 0x48 }],
             CodecKind::Av1 => vec![if key { 0x18 } else { 0x10 }],
             CodecKind::Red => {
-                // Up to two earlier frames, as the encoders send them (the tag
-                // below ends the primary).
+                // Up to two earlier frames, as the encoders send them; the tag
+                // appended below is the primary.
                 use str0m::rtp::{RedEncoder, RedundantBlock};
                 let opus = self.pts.iter().find(|(_, c)| *c == CodecKind::Opus).map_or(111, |(pt, _)| *pt);
                 let blocks: Vec<_> = (1..=r.below(3) as u32)
                     .rev()
                     .map(|back| RedundantBlock { pt: opus, timestamp_offset: 960 * back, payload: vec![back as u8; 3] })
                     .collect();
-                let mut red = RedEncoder::encode(opus, &[0xfc], &blocks);
-                red.truncate(red.len() - 1);
-                red
+                RedEncoder::encode(opus, &[], &blocks)
             }
             _ => Vec::new(),
         };
