@@ -1323,12 +1323,20 @@ impl<S: Sink> Core<S> {
             served.sort_by_key(|((tk, _), d)| (d.rank, *tk));
             let (downs, demands): (Vec<_>, Vec<_>) = served.into_iter().unzip();
             let caps = allocate(estimate, &demands);
+            let fits = demands.iter().zip(&caps).all(|(d, c)| d.served_by(*c));
+            let repace = peer.pacing.record(fits).is_some();
             for (((tk, i), cap), demand) in downs.into_iter().zip(caps).zip(&demands) {
                 let Some(t) = router.tracks.get_mut(&tk) else { continue };
                 let Some(d) = t.downs.get_mut(i) else { continue };
                 // Not allowed to pause: what does not fit keeps its lowest layer.
                 let cap = if *allow_pause { cap } else { cap.or_else(|| demand.lowest()) };
                 d.cap = cap.unwrap_or(0);
+                if let Some(ssrc) = d.tx_ssrc.filter(|_| repace) {
+                    let unpaced = !peer.pacing.paced();
+                    if let Some(tx) = peer.rtc.direct_api().stream_tx(&ssrc) {
+                        tx.set_unpaced(unpaced);
+                    }
+                }
                 if let Some(paused) = d.bw_pause.record(cap.is_some()) {
                     // Paused: nothing goes out; resumed: from the next keyframe.
                     d.pause();
@@ -1804,12 +1812,9 @@ impl<S: Sink> Core<S> {
             let mut api = sub.rtc.direct_api();
             if d.tx_ssrc.is_none() {
                 d.tx_ssrc = api.stream_tx_by_mid(mid, None).map(|tx| {
-                    // Sent as it comes, as the reference (pion, no queueing pacer):
-                    // str0m's pacer would spread each keyframe burst at 1.1x the
-                    // estimate and hold video up to 2 s when the estimate is below a
-                    // stream that cannot step down. The estimate still drives the
-                    // allocator's layer choice, which is what adapts to the link.
-                    tx.set_unpaced(true);
+                    // Audio is never paced; video only while the subscriber's link
+                    // is short of what it asked for (router::allocator::Pacing).
+                    tx.set_unpaced(!video || !sub.pacing.paced());
                     tx.ssrc()
                 });
             }

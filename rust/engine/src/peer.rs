@@ -11,7 +11,7 @@ use str0m::rtp::{RawPacket, Ssrc};
 use str0m::{Event, Input, Output, Rtc};
 
 use crate::link_stats::LinkAcc;
-use crate::router::allocator::{LossCap, FEEDBACK_TIMEOUT_INTERVALS, FEEDBACK_TIMEOUT_LOSS};
+use crate::router::allocator::{LossCap, Pacing, FEEDBACK_TIMEOUT_INTERVALS, FEEDBACK_TIMEOUT_LOSS};
 use crate::router::TrackKey;
 use crate::PeerKey;
 
@@ -106,6 +106,9 @@ pub struct Peer {
     pub egress_loss: (f32, u32),
     /// The loss-based cap over `bwe_bps` (see `router::allocator::LossCap`).
     pub loss_cap: LossCap,
+    /// Subscriber: whether its video streams go through str0m's pacer (see
+    /// `router::allocator::Pacing`).
+    pub pacing: Pacing,
     /// Video packets written to it since the last allocation.
     pub media_sent: u32,
     /// Allocations in a row in which video went out and no receiver report came.
@@ -146,6 +149,7 @@ impl Peer {
             bwe_bps: None,
             egress_loss: (0.0, 0),
             loss_cap: LossCap::default(),
+            pacing: Pacing::default(),
             media_sent: 0,
             silent_intervals: 0,
         }

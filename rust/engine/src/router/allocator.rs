@@ -53,9 +53,19 @@ impl Demand {
         self.layers[usize::from(q)].unwrap_or(0)
     }
 
+    /// The highest live layer up to the requested one.
+    pub fn top(&self) -> Option<u8> {
+        (0..=self.requested.min(2)).rev().find(|&q| self.layers[usize::from(q)].is_some())
+    }
+
     /// Bitrate of everything the subscriber asked for (what probing aims at).
     pub fn wanted_bps(&self) -> u64 {
-        (0..=self.requested.min(2)).rev().find_map(|q| self.layers[usize::from(q)]).unwrap_or(0)
+        self.top().map_or(0, |q| self.cost(q))
+    }
+
+    /// Whether a cap `allocate` gave serves all that was asked for.
+    pub fn served_by(&self, cap: Option<u8>) -> bool {
+        self.lowest().is_none() || cap == self.top()
     }
 }
 
@@ -194,6 +204,45 @@ impl Pause {
     }
 }
 
+/// Allocations in a row in which everything a subscriber asked for fits before its
+/// video is sent unpaced again.
+pub const UNPACE_AFTER: u8 = 5;
+
+/// Whether a subscriber's video goes through str0m's pacer. Unpaced while its
+/// estimate holds everything it asked for, as the reference sends (its pacer does
+/// not queue): nothing is delayed on a wide link. Paced from the first allocation
+/// that cannot serve everything (the estimate, or the loss cap, is below what was
+/// asked for): on a thin link with a short bottleneck queue an unpaced keyframe
+/// burst overflows that queue, and the picture the subscriber needs to switch
+/// layers is lost with it; the pacer spreads the burst at the estimate. Back to
+/// unpaced after [`UNPACE_AFTER`] allocations in a row that fit. Pure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    fits: u8,
+    paced: bool,
+}
+
+impl Pacing {
+    pub fn paced(self) -> bool {
+        self.paced
+    }
+
+    /// One allocation: whether everything asked for fitted; the new state when it
+    /// changed.
+    pub fn record(&mut self, fits: bool) -> Option<bool> {
+        if !fits {
+            self.fits = 0;
+            return (!std::mem::replace(&mut self.paced, true)).then_some(true);
+        }
+        self.fits = self.fits.saturating_add(1);
+        if self.paced && self.fits >= UNPACE_AFTER {
+            self.paced = false;
+            return Some(false);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +337,23 @@ mod tests {
         assert_eq!(p.record(false), None, "told once");
         assert_eq!(p.record(true), Some(false));
         assert!(!p.paused());
+    }
+
+    #[test]
+    fn pacing_starts_at_the_first_shortfall_and_ends_after_a_run_that_fits() {
+        let mut p = Pacing::default();
+        assert!(!p.paced());
+        assert_eq!(p.record(true), None, "unpaced while everything fits");
+        assert_eq!(p.record(false), Some(true), "paced at once");
+        assert_eq!(p.record(false), None);
+        for _ in 1..UNPACE_AFTER {
+            assert_eq!(p.record(true), None);
+        }
+        assert_eq!(p.record(false), None, "a shortfall restarts the run");
+        for _ in 1..UNPACE_AFTER {
+            assert_eq!(p.record(true), None);
+        }
+        assert_eq!(p.record(true), Some(false));
+        assert!(!p.paced());
     }
 }
